@@ -1,0 +1,122 @@
+"""Loading and validating the pipeline configuration.
+
+One `config.yaml` holds every setting; overlay files (``--config a.yaml --config b.yaml``
+on the CLI, ``--configfile`` for Snakemake) replace values key by key. The merged
+dictionary is validated against ``schema.yaml`` shipped beside this file; an unknown
+or misspelled key, a missing key or a wrong type raises :class:`ConfigError` with a
+message naming the key.
+"""
+
+from __future__ import annotations
+
+import copy
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable
+
+import jsonschema
+import yaml
+
+from facedet3d.errors import UserError
+
+
+class ConfigError(UserError):
+    """The configuration is invalid; the message names the offending key."""
+
+
+def schema_path() -> Path:
+    """Path of the JSON schema (YAML) shipped inside the package."""
+    return Path(str(resources.files(__package__).joinpath("schema.yaml")))
+
+
+def load_schema() -> dict:
+    with open(schema_path(), encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+def merge(base: dict, overlay: dict) -> dict:
+    """Return base updated by overlay, recursing into nested dictionaries."""
+    out = copy.deepcopy(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _read(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; pass an existing YAML file with --config")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys, not {type(data).__name__}")
+    return data
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    where = ".".join(str(p) for p in error.absolute_path)
+    if error.validator == "additionalProperties":
+        known = sorted(error.schema.get("properties", {}))
+        unknown = sorted(set(error.instance) - set(known))
+        keys = ", ".join(f"'{where + '.' if where else ''}{k}'" for k in unknown)
+        section = f"section '{where}'" if where else "the top level"
+        return f"unknown config key {keys}; known keys in {section}: {', '.join(known)}"
+    if error.validator == "required":
+        missing = [k for k in error.validator_value if k not in error.instance]
+        keys = ", ".join(f"'{where + '.' if where else ''}{k}'" for k in missing)
+        return f"missing config key {keys}"
+    return f"config key '{where or '<top level>'}': {error.message}"
+
+
+def validate(config: dict) -> dict:
+    """Validate a merged configuration; return it unchanged or raise ConfigError."""
+    validator = jsonschema.Draft202012Validator(load_schema())
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        raise ConfigError("invalid configuration: " + "; ".join(_describe(e) for e in errors))
+    split = config["synth"]["split"]
+    if abs(split["train"] + split["val"] + split["test"] - 1.0) > 1e-6:
+        raise ConfigError("config key 'synth.split': train + val + test must sum to 1")
+    lo, hi = config["synth"]["age_range"]
+    if lo >= hi:
+        raise ConfigError("config key 'synth.age_range': the first age must be below the second")
+    return config
+
+
+def load_config(paths: Iterable[str | Path]) -> dict[str, Any]:
+    """Read config files in order (later ones overlay earlier ones) and validate the result."""
+    paths = list(paths)
+    if not paths:
+        raise ConfigError("no config file given; pass --config config.yaml")
+    config: dict = {}
+    for path in paths:
+        config = merge(config, _read(path))
+    return validate(config)
+
+
+def write_resolved(config: dict, path: str | Path) -> Path:
+    """Write the merged configuration to path, only when its content changed.
+
+    The Snakefile writes the run's resolved config once at parse time and every
+    rule hands this single file to the CLI, so overlays and ``--config key=value``
+    reach each stage exactly as Snakemake merged them. Leaving an unchanged file
+    untouched keeps its modification time, so nothing reruns for it.
+    """
+    path = Path(path)
+    text = "# Resolved by the Snakefile from config.yaml and its overlays; do not edit.\n"
+    text += yaml.safe_dump(config, sort_keys=True)
+    if path.is_file() and path.read_text(encoding="utf-8") == text:
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+    return path

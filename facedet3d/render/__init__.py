@@ -1,0 +1,1 @@
+"""Pure-torch rendering: cameras, rasterizer, SH shading, displacement along normals, OBJ export."""
