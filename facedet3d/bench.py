@@ -1,0 +1,65 @@
+"""`facedet3d bench NAME`: speed measurements, one JSON object per line.
+
+Benchmarks are how speed is measured in this project (never timed assertions in
+tests): anyone can run them on their machine and compare with the README.
+Fixed keys per benchmark are part of the contract in DESIGN.md §4.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+from typing import Callable, Iterator
+
+import torch
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (per worker)")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes (synth)")
+    parser.add_argument("--quick", action="store_true", help="fewer sizes and repeats, for a smoke run")
+
+
+def _machine() -> dict:
+    return {"machine": platform.machine(), "cpu": platform.processor() or platform.machine(),
+            "torch": torch.__version__}
+
+
+def bench_rasterize(args: argparse.Namespace) -> Iterator[dict]:
+    """Rasterization time per face for the project's template face (>= 20k triangles)."""
+    from facedet3d.face.template import build_template
+    from facedet3d.render.bench import bench_rasterize as run, subdivide
+
+    template = build_template()
+    verts = torch.as_tensor(template.vertices)
+    faces = torch.as_tensor(template.faces)
+    sizes = (256,) if args.quick else (128, 256, 512)
+    batches = (1,) if args.quick else (1, 8)
+    yield from run(verts, faces, image_sizes=sizes, batches=batches, threads=args.threads, device=args.device)
+    if not args.quick:
+        # How time grows with triangle count: a coarser template and a subdivided one, at 256².
+        coarse = build_template(resolution=80)
+        yield from run(torch.as_tensor(coarse.vertices), torch.as_tensor(coarse.faces), image_sizes=(256,),
+                       batches=(1,), threads=args.threads, device=args.device)
+        fine_v, fine_f = subdivide(verts, faces)
+        yield from run(fine_v, fine_f, image_sizes=(256,), batches=(1,), threads=args.threads, device=args.device)
+
+
+def bench_synth(args: argparse.Namespace) -> Iterator[dict]:
+    """Synthetic images rendered per second (256² images, 1024² detail maps)."""
+    from facedet3d.data.synth_bench import bench_synth as run
+
+    yield from run(workers=args.workers, threads=args.threads, quick=args.quick)
+
+
+BENCHES: dict[str, Callable[[argparse.Namespace], Iterator[dict]]] = {
+    "rasterize": bench_rasterize,
+    "synth": bench_synth,
+}
+
+
+def run(name: str, args: argparse.Namespace) -> Iterator[dict]:
+    torch.set_num_threads(args.threads)
+    for row in BENCHES[name](args):
+        yield {"bench": name, **row, **_machine()}

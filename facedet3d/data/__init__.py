@@ -1,0 +1,1 @@
+"""Datasets: the synthetic generator, manifests, per-chunk records, HDF5 shards, loaders."""

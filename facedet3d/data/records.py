@@ -1,0 +1,70 @@
+"""Per-chunk record files: one HDF5 file holding equal-length arrays, one row per item.
+
+Stages write their per-chunk outputs (the synthetic ground truth, extraction records)
+with :func:`write_records` and read them back with :func:`read_records`. Writes are
+atomic (a temporary name, then a rename) and reproducible: no HDF5 timestamps, fixed
+dataset order, deterministic compression, so the same arrays give the same bytes.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+# Arrays at least this large (bytes per row) are chunked one row per HDF5 chunk and compressed.
+_COMPRESS_ROW_BYTES = 4096
+
+
+def write_records(path: str | Path, fields: dict[str, np.ndarray], attrs: dict | None = None) -> Path:
+    """Write fields {name: array (N, ...)} (same N) and scalar attrs to path atomically.
+
+    String fields (numpy unicode or object arrays of str) are stored as UTF-8.
+    """
+    path = Path(path)
+    lengths = {name: len(a) for name, a in fields.items()}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"record fields differ in length: {lengths}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with h5py.File(tmp, "w", libver=("v110", "v110"), track_order=False) as f:
+            for name in sorted(fields):
+                _write_field(f, name, fields[name])
+            for key in sorted(attrs or {}):
+                f.attrs[key] = (attrs or {})[key]
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _write_field(f: h5py.File, name: str, array: np.ndarray) -> None:
+    array = np.asarray(array)
+    if array.dtype.kind in "UO":
+        data = np.array([str(s) for s in array.reshape(-1)], dtype=object).reshape(array.shape)
+        f.create_dataset(name, data=data, dtype=h5py.string_dtype("utf-8"), track_times=False)
+        return
+    row_bytes = array[0].nbytes if len(array) else 0
+    if row_bytes >= _COMPRESS_ROW_BYTES:
+        f.create_dataset(name, data=array, chunks=(1, *array.shape[1:]), compression="gzip",
+                         compression_opts=1, shuffle=True, track_times=False)
+    else:
+        f.create_dataset(name, data=array, track_times=False)
+
+
+def read_records(path: str | Path, names: list[str] | None = None) -> dict[str, np.ndarray]:
+    """Read all (or the named) fields of a record file into memory; strings come back as str."""
+    with h5py.File(path, "r") as f:
+        out = {}
+        for name in names or list(f.keys()):
+            ds = f[name]
+            out[name] = ds.asstr()[()] if h5py.check_string_dtype(ds.dtype) else ds[()]
+        return out
+
+
+def read_attrs(path: str | Path) -> dict:
+    with h5py.File(path, "r") as f:
+        return {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}

@@ -1,0 +1,191 @@
+"""Stage `synth`: render the embedded synthetic dataset in chunks, then merge.
+
+Outputs under ``<results_dir>/synth/``:
+  images/<chunk>/<id>.png        rendered faces
+  chunks/<chunk>.h5              ground truth of every image (see ``_FIELDS``)
+  manifest.csv                   id, path, identity, split, kind, sequence, frame, expression, age
+  contact_sheet.png              image, detail map and shaded detailed geometry of a few people
+  summary.json                   counts, detector_rate, images_per_s
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import shutil
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from facedet3d.data import synth_sampling as sampling
+from facedet3d.data.records import read_records, write_records
+from facedet3d.errors import UserError
+
+log = logging.getLogger(__name__)
+
+MANIFEST_COLUMNS = ["id", "path", "identity", "split", "kind", "sequence", "frame", "expression", "age"]
+
+
+def synth_dir(config: dict) -> Path:
+    return Path(config["results_dir"]) / "synth"
+
+
+def n_chunks(config: dict) -> int:
+    s = config["synth"]
+    return math.ceil(s["n_identities"] / s["identities_per_chunk"])
+
+
+def chunk_identities(config: dict, chunk: int) -> range:
+    s = config["synth"]
+    if not 0 <= chunk < n_chunks(config):
+        raise UserError(f"chunk {chunk} does not exist: this config has chunks 0..{n_chunks(config) - 1}")
+    per = s["identities_per_chunk"]
+    return range(chunk * per, min(s["n_identities"], (chunk + 1) * per))
+
+
+def run_chunk(config: dict, chunk: int) -> Path:
+    """Render every shot of the chunk's identities; write their PNGs and one record file."""
+    from facedet3d.data.synth_render import SynthRenderer
+    from facedet3d.extract.detect import FaceDetector
+    from facedet3d.face.wrinkles import WrinkleBank
+
+    s, seed = config["synth"], config["seed"]
+    out = synth_dir(config)
+    name = f"{chunk:03d}"
+    images_tmp = out / "images" / f".{name}.tmp"
+    shutil.rmtree(images_tmp, ignore_errors=True)
+    images_tmp.mkdir(parents=True)
+
+    splits = sampling.assign_splits(s["n_identities"], s["split"], seed)
+    renderer = SynthRenderer(s["mesh_resolution"], s["image_size"], s["texture_size"])
+    detector = FaceDetector() if s["detector_check"] else None
+    fields: dict[str, list] = defaultdict(list)
+    start = time.perf_counter()
+    identities = chunk_identities(config, chunk)
+    with tqdm(total=len(identities), desc=f"synth chunk {name}", unit="identity") as bar:
+        for index in identities:
+            rng = sampling.identity_rng(seed, index)
+            person = sampling.sample_identity(index, splits[index], seed, renderer.n_shape, renderer.n_albedo,
+                                              tuple(s["age_range"]), rng)
+            bank = WrinkleBank(person.wrinkles, s["detail_size"])
+            texture = renderer.texture(person.albedo)
+            shots = sampling.sample_shots(person, s["expressions_per_identity"], s["videos_per_identity"],
+                                          s["video_frames"], s["max_yaw_deg"], rng)
+            for shot in shots:
+                detail = bank.detail_map(shot.aus, person.age)
+                result = renderer.render(person, shot, detail, texture)
+                rel = f"images/{name}/{shot.id}.png"
+                _save_png(images_tmp / f"{shot.id}.png", result.image)
+                boxes = detector.detect(result.image) if detector else []
+                _append(fields, person, shot, rel, result, detail, texture, len(boxes))
+            bar.update(1)
+    elapsed = time.perf_counter() - start
+    records = {k: np.stack(v) if isinstance(v[0], np.ndarray) else np.asarray(v) for k, v in fields.items()}
+    path = write_records(out / "chunks" / f"{name}.h5", records,
+                         attrs={"chunk": chunk, "seed": seed, "n": len(fields["id"])})
+    # Timing lives beside the records, so the records stay byte-identical across rebuilds.
+    (out / "chunks" / f"{name}.timing.json").write_text(json.dumps({"seconds": elapsed, "n": len(fields["id"])}))
+    final = out / "images" / name
+    shutil.rmtree(final, ignore_errors=True)
+    images_tmp.rename(final)
+    log.info("chunk %s: %d images in %.1f s", name, len(fields["id"]), elapsed)
+    return path
+
+
+def _save_png(path: Path, image: np.ndarray) -> None:
+    from PIL import Image
+
+    Image.fromarray(image).save(path, format="PNG", compress_level=1)
+
+
+def _append(fields, person, shot, rel, result, detail, texture, n_faces) -> None:
+    row = {
+        "id": shot.id, "path": rel, "identity": person.name, "split": person.split, "kind": shot.kind,
+        "sequence": shot.sequence, "frame": shot.frame, "expression": shot.expression,
+        "age": np.float32(person.age), "aus": shot.aus, "shape": person.shape, "expr": shot.aus,
+        "albedo": person.albedo, "pose": shot.pose, "distance": np.float32(shot.distance),
+        "offset": shot.offset, "focal": np.float32(result.focal), "sh": result.sh,
+        "landmarks": result.landmarks, "detail": detail.astype(np.float16), "texture": texture,
+        "n_faces": np.int32(n_faces),
+    }
+    for key, value in row.items():
+        fields[key].append(value)
+
+
+def _chunk_paths(config: dict) -> list[Path]:
+    paths = [synth_dir(config) / "chunks" / f"{c:03d}.h5" for c in range(n_chunks(config))]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise UserError(f"synth chunks missing: {', '.join(map(str, missing))}; run `facedet3d synth --chunk N` first")
+    return paths
+
+
+_SMALL = ["id", "path", "identity", "split", "kind", "sequence", "frame", "expression", "age", "n_faces"]
+
+
+def merge(config: dict) -> dict:
+    """Write manifest.csv, the contact sheet and summary.json from finished chunks."""
+    out = synth_dir(config)
+    rows: dict[str, list] = defaultdict(list)
+    seconds = 0.0
+    for path in _chunk_paths(config):
+        for key, value in read_records(path, _SMALL).items():
+            rows[key].extend(value.tolist())
+        seconds += json.loads(path.with_suffix(".timing.json").read_text())["seconds"]
+    _write_manifest(out / "manifest.csv", rows)
+    from facedet3d.data.synth_sheet import contact_sheet
+
+    contact_sheet(config, _chunk_paths(config), out / "contact_sheet.png")
+    summary = _summary(config, rows, seconds)
+    tmp = out / ".summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    tmp.replace(out / "summary.json")
+    return summary
+
+
+def _write_manifest(path: Path, rows: dict) -> None:
+    tmp = path.with_name(".manifest.csv.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(MANIFEST_COLUMNS)
+        for i in range(len(rows["id"])):
+            writer.writerow([rows[c][i] if c != "age" else f"{rows[c][i]:.2f}" for c in MANIFEST_COLUMNS])
+    tmp.replace(path)
+
+
+def _summary(config: dict, rows: dict, seconds: float) -> dict:
+    s = config["synth"]
+    n = len(rows["id"])
+    split_ids = defaultdict(set)
+    for ident, split in zip(rows["identity"], rows["split"]):
+        split_ids[split].add(ident)
+    detected = sum(1 for k in rows["n_faces"] if k >= 1)
+    return {
+        "n_identities": len(set(rows["identity"])),
+        "n_images": n,
+        "n_stills": sum(1 for k in rows["kind"] if k == "image"),
+        "n_video_frames": sum(1 for k in rows["kind"] if k == "video"),
+        "n_videos": len({q for q in rows["sequence"] if q}),
+        "identities_per_split": {k: len(split_ids.get(k, ())) for k in sampling.SPLITS},
+        "images_per_split": {k: sum(1 for x in rows["split"] if x == k) for k in sampling.SPLITS},
+        "detector_rate": detected / n if s["detector_check"] else None,
+        "detector": "dlib HOG frontal face detector" if s["detector_check"] else None,
+        "n_multiple_faces": sum(1 for k in rows["n_faces"] if k > 1),
+        "render_seconds": round(seconds, 2),
+        "images_per_s_per_job": round(n / seconds, 3) if seconds else None,
+        "image_size": s["image_size"],
+        "detail_size": s["detail_size"],
+        "texture_size": s["texture_size"],
+    }
+
+
+def run_all(config: dict) -> dict:
+    """Every chunk, then the merge (for use without Snakemake)."""
+    for chunk in range(n_chunks(config)):
+        run_chunk(config, chunk)
+    return merge(config)

@@ -1,0 +1,1 @@
+"""Evaluation: metrics, image grids, the HTML report."""

@@ -1,0 +1,32 @@
+"""Shared test fixtures: paths of the repository and a runner for its command-line tools."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture
+def run_cmd():
+    """Run a command from the repository root with the venv's tools first on PATH."""
+
+    def run(args: list[str], check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
+        env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+        proc = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        return proc
+
+    return run
+
+
+@pytest.fixture
+def tiny_config() -> Path:
+    return REPO / "tests" / "configs" / "tiny.yaml"
