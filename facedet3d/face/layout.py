@@ -95,7 +95,10 @@ def face_half_width(y: np.ndarray) -> np.ndarray:
 def face_mask_xy(xy: np.ndarray, margin: float = 0.0) -> np.ndarray:
     """True where frontal points (..., 2) lie inside the face outline shrunk by margin (mm)."""
     xy = np.asarray(xy, dtype=np.float64)
-    return np.abs(xy[..., 0]) <= face_half_width(xy[..., 1]) - margin
+    w = face_half_width(xy[..., 1])
+    # w > 0: above the forehead and below the chin the half-width is 0, which must not make
+    # the midline itself (|x| = 0 <= 0) count as inside.
+    return (np.abs(xy[..., 0]) <= w - margin) & (w > 0)
 
 
 def face_mask_uv(size: int, margin: float = 0.0) -> np.ndarray:
