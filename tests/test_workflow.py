@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
 import yaml
 
 
@@ -55,3 +58,19 @@ def test_cli_reports_a_bad_config_in_one_line(run_cmd, tmp_path):
     assert proc.returncode == 2
     assert "config key 'synth.image_size'" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_snakemake_runs_the_tiny_dag_end_to_end(run_cmd, tiny_config, tmp_path):
+    args = ["--configfile", str(tiny_config), "--config", _results(tmp_path)]
+    run_cmd(["snakemake", "--cores", "2", *args])
+    results = tmp_path / "results"
+    summary = json.loads((results / "synth" / "summary.json").read_text())
+    assert summary["n_identities"] == 6
+    assert (results / "synth" / "contact_sheet.png").is_file()
+    assert (results / "logs" / "synth.log").is_file()
+    assert len(list((results / "logs" / "synth").glob("chunk_*.log"))) == 2
+    assert len(list((results / "benchmarks" / "synth").glob("*.tsv"))) == 2
+    # A second run finds nothing to do: the resolved config kept its timestamp.
+    proc = run_cmd(["snakemake", "-n", "--cores", "2", *args])
+    assert "Nothing to be done" in proc.stdout + proc.stderr

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from facedet3d.face.synthetic import albedo_texture, synthetic_model
+from facedet3d.face.synthetic import albedo_texture, limit_lid_closure, synthetic_model
 from facedet3d.render.camera import face_camera, place_face
 from facedet3d.render.displace import displace
 from facedet3d.render.rasterize import interpolate, rasterize, sample_texture
@@ -43,6 +43,7 @@ class Rendered:
     landmarks: np.ndarray  # (68, 2) float32 pixel (column, row) of the 68 landmarks
     sh: np.ndarray  # (27,) float32 SH light in camera space (shading.py convention)
     focal: float  # pixels
+    expr: np.ndarray  # (17,) float32 expression coefficients the geometry used
 
 
 class SynthRenderer:
@@ -70,17 +71,24 @@ class SynthRenderer:
         tex = albedo_texture(self.model, coef, self.texture_size)[0]  # (3, T, T) linear
         return srgb_encode(tex.permute(1, 2, 0).numpy())
 
-    def geometry(self, shape: np.ndarray, aus: np.ndarray, detail: np.ndarray) -> torch.Tensor:
-        """Detailed vertices (1, V, 3) in the frontal frame, mm."""
+    @staticmethod
+    def expression(aus: np.ndarray) -> np.ndarray:
+        """Expression coefficients (17,) for AU intensities: the AUs, with the jointly
+        lid-closing ones (AU06/07/45) scaled down where they would fold the eyelids."""
+        return limit_lid_closure(torch.as_tensor(aus, dtype=torch.float32)[None])[0].numpy()
+
+    def geometry(self, shape: np.ndarray, expr: np.ndarray, detail: np.ndarray) -> torch.Tensor:
+        """Detailed vertices (1, V, 3) in the frontal frame, mm, for expression coefficients (17,)."""
         verts = self.model.vertices(torch.as_tensor(shape, dtype=torch.float32)[None],
-                                    torch.as_tensor(aus, dtype=torch.float32)[None])
+                                    torch.as_tensor(expr, dtype=torch.float32)[None])
         detail_t = torch.as_tensor(np.asarray(detail, dtype=np.float32))[None, None]
         return displace(verts, self.faces, self.uvs, detail_t)
 
     def render(self, person, shot, detail: np.ndarray, texture: np.ndarray) -> Rendered:
         """Render a shot of a person (see :mod:`synth_sampling`) with its detail map (S, S) mm."""
         size = self.image_size
-        verts = self.geometry(person.shape, shot.aus, detail)
+        expr = self.expression(shot.aus)
+        verts = self.geometry(person.shape, expr, detail)
         translation = torch.tensor([shot.offset[0], shot.offset[1], 0.0])
         verts_cam = place_face(verts, torch.as_tensor(shot.pose), shot.distance, translation=translation)
         screen = self.camera.project(verts_cam)
@@ -102,11 +110,12 @@ class SynthRenderer:
         linear = linear + rng.normal(0.0, NOISE_SIGMA, linear.shape).astype(np.float32)
         landmarks = screen[0, torch.as_tensor(self.model.landmarks), :2].numpy()
         return Rendered(srgb_encode(linear), mask, landmarks.astype(np.float32), sh[0].numpy(),
-                        float(self.camera.focal))
+                        float(self.camera.focal), expr)
 
-    def render_shaded(self, shape, aus, pose, distance: float, offset, detail: np.ndarray) -> np.ndarray:
+    def render_shaded(self, shape, expr, pose, distance: float, offset, detail: np.ndarray) -> np.ndarray:
         """The detailed geometry as grey clay under the preview light, (H, W, 3) uint8."""
-        verts = self.geometry(shape, aus, detail)
+        verts = self.geometry(shape, expr, detail)
+        translation = torch.tensor([float(offset[0]), float(offset[1]), 0.0])
         shaded = render_shaded(verts, self.faces, self.camera, torch.as_tensor(np.asarray(pose)), distance,
-                               background=1.0)
+                               background=1.0, translation=translation)
         return srgb_encode(shaded.image[0].permute(1, 2, 0).numpy())

@@ -107,7 +107,7 @@ def _append(fields, person, shot, rel, result, detail, texture, n_faces) -> None
     row = {
         "id": shot.id, "path": rel, "identity": person.name, "split": person.split, "kind": shot.kind,
         "sequence": shot.sequence, "frame": shot.frame, "expression": shot.expression,
-        "age": np.float32(person.age), "aus": shot.aus, "shape": person.shape, "expr": shot.aus,
+        "age": np.float32(person.age), "aus": shot.aus, "shape": person.shape, "expr": result.expr,
         "albedo": person.albedo, "pose": shot.pose, "distance": np.float32(shot.distance),
         "offset": shot.offset, "focal": np.float32(result.focal), "sh": result.sh,
         "landmarks": result.landmarks, "detail": detail.astype(np.float16), "texture": texture,

@@ -34,6 +34,7 @@ def render_shaded(
     background: Tensor | float = 0.0,
     pivot=FACE_PIVOT,
     cull_backfaces: bool = False,
+    translation=None,
 ) -> Shaded:
     """Render meshes in the frontal frame (mm) with SH-Lambertian shading.
 
@@ -48,12 +49,13 @@ def render_shaded(
             None for the grey clay material (``GREY_ALBEDO``).
         background: a grey level, an RGB triple or an image broadcastable to (B, 3, H, W).
         cull_backfaces: drop clockwise (back-facing) triangles.
+        translation: extra camera-space shift (3,) or (B, 3) in mm, as in :func:`place_face`.
 
     Normals are computed after posing, i.e. in camera space, and interpolated
     (perspective-correct for a perspective camera). Differentiable w.r.t. verts,
     sh and albedo (not at silhouettes).
     """
-    verts_cam = place_face(verts, pose, distance, pivot)
+    verts_cam = place_face(verts, pose, distance, pivot, translation)
     bsz = verts_cam.shape[0]
     screen = camera.project(verts_cam)
     h, w = camera.image_size
