@@ -11,9 +11,10 @@ configfile: "config.yaml"
 
 include: "rules/common.smk"
 include: "rules/synth.smk"
+include: "rules/extract.smk"
+include: "rules/annotate.smk"
 
 
 rule all:
     input:
-        f"{RESULTS}/synth/summary.json",
-        f"{RESULTS}/synth/contact_sheet.png",
+        final_targets(),

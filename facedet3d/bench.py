@@ -19,6 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (per worker)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes (synth)")
     parser.add_argument("--quick", action="store_true", help="fewer sizes and repeats, for a smoke run")
+    parser.add_argument("--config", default="config.yaml", help="config whose sizes the synth/extract benches use")
 
 
 def _machine() -> dict:
@@ -50,12 +51,20 @@ def bench_synth(args: argparse.Namespace) -> Iterator[dict]:
     """Synthetic images rendered per second (256² images, 1024² detail maps)."""
     from facedet3d.data.synth_bench import bench_synth as run
 
-    yield from run(workers=args.workers, threads=args.threads, quick=args.quick)
+    yield from run(workers=args.workers, threads=args.threads, quick=args.quick, config_path=args.config)
+
+
+def bench_extract(args: argparse.Namespace) -> Iterator[dict]:
+    """Builtin extraction time per 256² image on one thread, split over its steps."""
+    from facedet3d.extract.bench import bench_extract as run
+
+    yield from run(quick=args.quick, config_path=args.config)
 
 
 BENCHES: dict[str, Callable[[argparse.Namespace], Iterator[dict]]] = {
     "rasterize": bench_rasterize,
     "synth": bench_synth,
+    "extract": bench_extract,
 }
 
 

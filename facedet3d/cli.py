@@ -23,16 +23,46 @@ def _add_config(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_chunk_options(parser: argparse.ArgumentParser, chunk_help: str, merge_what: str) -> None:
+    _add_config(parser)
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--chunk", type=int, help=f"{chunk_help} (0-based)")
+    group.add_argument("--merge", action="store_true", help=f"only merge finished chunks: {merge_what}")
+
+
 def _synth(args: argparse.Namespace) -> None:
     from facedet3d.data import synth_stage
 
+    _chunked(synth_stage, args)
+
+
+def _ingest(args: argparse.Namespace) -> None:
+    from facedet3d.data.ingest import ingest
+
+    ingest(load_config(args.config))
+
+
+def _chunked(stage, args: argparse.Namespace) -> None:
+    """Run a chunked stage module: one chunk, only the merge, or everything."""
     config = load_config(args.config)
     if args.chunk is not None:
-        synth_stage.run_chunk(config, args.chunk)
+        stage.run_chunk(config, args.chunk)
     elif args.merge:
-        synth_stage.merge(config)
+        stage.merge(config)
     else:
-        synth_stage.run_all(config)
+        stage.run_all(config)
+
+
+def _extract(args: argparse.Namespace) -> None:
+    from facedet3d.extract import stage
+
+    _chunked(stage, args)
+
+
+def _annotate(args: argparse.Namespace) -> None:
+    from facedet3d.annotate import stage
+
+    _chunked(stage, args)
 
 
 def _bench(args: argparse.Namespace) -> None:
@@ -47,11 +77,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
 
     p = sub.add_parser("synth", help="render the embedded synthetic face dataset with ground truth")
-    _add_config(p)
-    group = p.add_mutually_exclusive_group()
-    group.add_argument("--chunk", type=int, help="render only this chunk of identities (0-based)")
-    group.add_argument("--merge", action="store_true", help="only merge finished chunks: manifest, contact sheet, summary")
+    _add_chunk_options(p, "render only this chunk of identities", "manifest, contact sheet, summary")
     p.set_defaults(func=_synth)
+
+    p = sub.add_parser("ingest", help="build results/data/manifest.csv from the synthetic set or image/video folders")
+    _add_config(p)
+    p.set_defaults(func=_ingest)
+
+    p = sub.add_parser("extract", help="texture map, detail map and model parameters per image (paper Eq. 1)")
+    _add_chunk_options(p, "extract only this manifest chunk", "rejects, summary, preview")
+    p.set_defaults(func=_extract)
+
+    p = sub.add_parser("annotate", help="AU intensities, FaceNet identity embedding, age features per image")
+    _add_chunk_options(p, "annotate only this manifest chunk", "rejects, summary")
+    p.set_defaults(func=_annotate)
 
     from facedet3d.bench import BENCHES, add_arguments
 

@@ -30,7 +30,7 @@ def _chunk(args: tuple[dict, int, int]) -> None:
 
 def bench_synth(workers: int = 2, threads: int = 1, quick: bool = False,
                 config_path: str | Path = REPO_CONFIG) -> Iterator[dict]:
-    per_chunk = 1 if quick else 3
+    per_chunk = 1 if quick else 6
     with tempfile.TemporaryDirectory() as tmp:
         config = merge(load_config([config_path]), {
             "results_dir": tmp,

@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from facedet3d.data.uvmaps import resize_map
 from facedet3d.errors import UserError
 
 OBJ = "result.obj"
@@ -161,8 +162,6 @@ def _check_square(path: Path, img: Image.Image, expected: int, notes: list[str])
 
 
 def _read_isomap(path: Path, size: int, notes: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    import cv2
-
     img, reduced16 = _open_png(path)
     _check_square(path, img, FDS_ISOMAP_SIZE, notes)
     if reduced16:
@@ -181,15 +180,13 @@ def _read_isomap(path: Path, size: int, notes: list[str]) -> tuple[np.ndarray, n
     else:
         raise FdsFolderError(f"{path.name} in {path.parent} has pixel mode {img.mode}, expected RGBA")
     if img.size[0] != size:
-        rgb = _resize(rgb, size, cv2)
-        alpha = _resize(alpha, size, cv2)
+        rgb = resize_map(rgb, size)
+        alpha = resize_map(alpha, size)
     texture = np.ascontiguousarray(rgb, dtype=np.uint8)
     return texture, np.asarray(alpha) >= 128
 
 
 def _read_displacement(path: Path, size: int, notes: list[str]) -> np.ndarray:
-    import cv2
-
     img, _ = _open_png(path)
     _check_square(path, img, FDS_DISPLACEMENT_SIZE, notes)
     if img.mode in ("L", "P", "1"):
@@ -204,14 +201,8 @@ def _read_displacement(path: Path, size: int, notes: list[str]) -> np.ndarray:
         raise FdsFolderError(f"{path.name} in {path.parent} holds values outside 0..65535")
     detail = (raw / 65535.0 * 2.0 - 1.0).astype(np.float32)
     if img.size[0] != size:
-        detail = _resize(detail, size, cv2)
+        detail = resize_map(detail, size)
     return np.ascontiguousarray(detail, dtype=np.float32)
-
-
-def _resize(a: np.ndarray, size: int, cv2) -> np.ndarray:
-    """Area average when shrinking, bilinear when enlarging."""
-    interp = cv2.INTER_AREA if a.shape[0] > size else cv2.INTER_LINEAR
-    return cv2.resize(a, (size, size), interpolation=interp)
 
 
 def _rawmode_16bit(img: Image.Image) -> bool:

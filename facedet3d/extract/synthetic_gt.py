@@ -39,6 +39,8 @@ class GroundTruth:
     offset: np.ndarray
     focal: float
     age: float
+    identity: str = ""
+    split: str = ""
     uv_layout: str = "facedet3d"
 
 
@@ -87,6 +89,7 @@ class SyntheticGroundTruth:
         with h5py.File(path, "r") as f:
             values = {k: f[k][index] for k in FIELDS}
             image_id = f["id"].asstr()[index]
+            identity, split = (f[k].asstr()[index] if k in f else "" for k in ("identity", "split"))
         return GroundTruth(
             id=str(image_id),
             detail=np.asarray(values["detail"], dtype=np.float32),
@@ -95,5 +98,5 @@ class SyntheticGroundTruth:
             albedo=np.asarray(values["albedo"]), pose=np.asarray(values["pose"]), sh=np.asarray(values["sh"]),
             landmarks=np.asarray(values["landmarks"]), aus=np.asarray(values["aus"]),
             distance=float(values["distance"]), offset=np.asarray(values["offset"]),
-            focal=float(values["focal"]), age=float(values["age"]),
+            focal=float(values["focal"]), age=float(values["age"]), identity=str(identity), split=str(split),
         )

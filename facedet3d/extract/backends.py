@@ -1,0 +1,163 @@
+"""The three extraction backends behind one interface: a manifest row in, one record out.
+
+Every backend returns the same fields so a chunk's records stack into one file:
+  box (4,) face box px (left, top, right, bottom) · n_faces · image_size (2,) H, W
+  landmarks (68, 2) px · landmark_error_px (fitted vs detected, jaw excluded)
+  shape (Ks,) · expr (Ke,) · albedo (Ka,) · pose (3,) yaw, pitch, roll rad
+  translation (3,) mm and focal px: p_cam = R(pose) (p - FACE_PIVOT) + translation, i.e. the
+  camera-space position of camera.FACE_PIVOT (the synthetic renders': (offset_x, offset_y, -distance))
+  sh (27,) · texture (T, T, 3) uint8 · texture_mask (T, T) bool · detail (S, S) float16 mm
+  detail_corr: correlation with the generator's ground truth (NaN without one) · notes
+Values a backend does not know are NaN. A problem with one input raises a UserError
+(BadImageError, NoFaceError, FdsFolderError): the stage writes it to rejects.csv.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from facedet3d.data.manifest import resolve_path
+from facedet3d.data.uvmaps import resize_map
+from facedet3d.errors import UserError
+
+N_SHAPE_NAN = 1  # width of the parameter fields when a backend has no model fit
+
+
+def _nan(*shape: int) -> np.ndarray:
+    return np.full(shape, np.nan, dtype=np.float32)
+
+
+def fitting_model(config: dict):
+    """The morphable model the builtin backend fits (None for backends that fit none)."""
+    s = config["extract"]
+    if s["backend"] == "fds":
+        return None
+    if s["model"] == "bfm2017":
+        from facedet3d.face.bfm2017 import load_bfm2017
+
+        if not s["bfm_path"]:
+            raise UserError("config key 'extract.bfm_path' must name a BFM2017 .h5 file when extract.model is bfm2017")
+        return load_bfm2017(s["bfm_path"])
+    from facedet3d.face.synthetic import synthetic_model
+
+    return synthetic_model(s["mesh_resolution"] if s["backend"] == "builtin" else config["synth"]["mesh_resolution"])
+
+
+class _GroundTruthScorer:
+    """Scores extracted detail maps against the synthetic generator's ground truth."""
+
+    def __init__(self, config: dict):
+        self.truth = None
+        if config["data"]["source"] == "synthetic":
+            from facedet3d.extract.synthetic_gt import SyntheticGroundTruth
+
+            self.truth = SyntheticGroundTruth(config["results_dir"])
+
+    def __call__(self, row: dict, detail: np.ndarray, mask: np.ndarray) -> float:
+        if self.truth is None or row["id"] not in self.truth:
+            return float("nan")
+        from facedet3d.extract.quality import detail_correlation
+
+        return float(detail_correlation(detail, self.truth.get(row).detail, mask))
+
+
+class BuiltinBackend:
+    """Detection, landmarks, model fitting, unwrapping and shape-from-shading details."""
+
+    name = "builtin"
+
+    def __init__(self, config: dict):
+        from facedet3d.extract.builtin import BuiltinExtractor
+
+        s = config["extract"]
+        self.max_side = config["ingest"]["max_image_side"]
+        self.extractor = BuiltinExtractor(fitting_model(config), texture_size=s["texture_size"],
+                                          detail_size=s["detail_size"], mesh_resolution=s["mesh_resolution"])
+        self.score = _GroundTruthScorer(config)
+
+    def extract_row(self, row: dict, manifest_dir: Path) -> dict:
+        from facedet3d.data.images import load_image
+
+        loaded = load_image(resolve_path(manifest_dir, row), max_side=self.max_side)
+        r = self.extractor.extract(loaded.rgb)
+        notes = list(loaded.notes) + ([f"{r.n_faces} faces found, kept the largest"] if r.n_faces > 1 else [])
+        return {
+            "box": np.asarray(r.box, np.float32), "n_faces": np.int32(r.n_faces),
+            "image_size": np.asarray(loaded.rgb.shape[:2], np.int32),
+            "landmarks": np.asarray(r.landmarks, np.float32), "landmark_error_px": np.float32(r.landmark_error_px),
+            "shape": np.asarray(r.shape, np.float32), "expr": np.asarray(r.expr, np.float32),
+            "albedo": np.asarray(r.albedo, np.float32), "pose": np.asarray(r.pose, np.float32),
+            "translation": np.asarray(r.translation, np.float32), "focal": np.float32(r.focal),
+            "sh": np.asarray(r.sh, np.float32), "texture": r.texture, "texture_mask": r.texture_mask,
+            "detail": r.detail.astype(np.float16),
+            "detail_corr": np.float32(self.score(row, r.detail, r.texture_mask)),
+            "notes": "; ".join(notes),
+        }
+
+
+class FdsBackend:
+    """Import the FDS output folder of each image: ``fds_dir/<image stem>/``."""
+
+    name = "fds"
+
+    def __init__(self, config: dict):
+        s = config["extract"]
+        if not s["fds_dir"] or not Path(s["fds_dir"]).is_dir():
+            raise UserError(f"config key 'extract.fds_dir' must name the folder of FDS outputs, got {s['fds_dir']!r}")
+        self.root = Path(s["fds_dir"])
+        self.texture_size, self.detail_size = s["texture_size"], s["detail_size"]
+
+    def extract_row(self, row: dict, manifest_dir: Path) -> dict:
+        from facedet3d.extract.fds import import_fds_folder
+
+        r = import_fds_folder(self.root / Path(row["path"]).stem, self.detail_size, self.texture_size)
+        cam = r.camera
+        return {
+            "box": _nan(4), "n_faces": np.int32(1), "image_size": np.zeros(2, np.int32),
+            "landmarks": _nan(68, 2), "landmark_error_px": np.float32(np.nan),
+            "shape": _nan(N_SHAPE_NAN), "expr": _nan(N_SHAPE_NAN), "albedo": _nan(N_SHAPE_NAN),
+            "pose": np.asarray(cam.get("pose", _nan(3)), np.float32),
+            "translation": np.asarray(cam.get("translation", _nan(3)), np.float32),
+            "focal": np.float32(cam.get("focal", np.nan)), "sh": _nan(27),
+            "texture": r.texture, "texture_mask": r.texture_mask, "detail": r.detail.astype(np.float16),
+            "detail_corr": np.float32(np.nan), "notes": "; ".join([f"uv_layout={r.uv_layout}", *r.notes]),
+        }
+
+
+class SyntheticGtBackend:
+    """The generator's ground truth, for upper-bound studies only (never a silent default)."""
+
+    name = "synthetic-gt"
+
+    def __init__(self, config: dict):
+        from facedet3d.extract.synthetic_gt import SyntheticGroundTruth
+
+        if config["data"]["source"] != "synthetic":
+            raise UserError("extract.backend 'synthetic-gt' needs data.source 'synthetic'")
+        self.truth = SyntheticGroundTruth(config["results_dir"])
+        s = config["extract"]
+        self.texture_size, self.detail_size = s["texture_size"], s["detail_size"]
+
+    def extract_row(self, row: dict, manifest_dir: Path) -> dict:
+        gt = self.truth.get(row)
+        detail = resize_map(gt.detail.astype(np.float32), self.detail_size)
+        texture = resize_map(gt.texture, self.texture_size)
+        return {
+            "box": _nan(4), "n_faces": np.int32(1), "image_size": np.zeros(2, np.int32),
+            "landmarks": np.asarray(gt.landmarks, np.float32), "landmark_error_px": np.float32(0.0),
+            "shape": np.asarray(gt.shape, np.float32), "expr": np.asarray(gt.expr, np.float32),
+            "albedo": np.asarray(gt.albedo, np.float32), "pose": np.asarray(gt.pose, np.float32),
+            "translation": np.array([gt.offset[0], gt.offset[1], -gt.distance], np.float32), "focal": np.float32(gt.focal),
+            "sh": np.asarray(gt.sh, np.float32), "texture": texture,
+            "texture_mask": np.ones(texture.shape[:2], bool), "detail": detail.astype(np.float16),
+            "detail_corr": np.float32(1.0), "notes": "synthetic ground truth",
+        }
+
+
+BACKENDS = {"builtin": BuiltinBackend, "fds": FdsBackend, "synthetic-gt": SyntheticGtBackend}
+
+
+def make_backend(config: dict):
+    return BACKENDS[config["extract"]["backend"]](config)
