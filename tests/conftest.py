@@ -27,6 +27,11 @@ def run_cmd():
     return run
 
 
+def artifact_dir() -> Path:
+    """Where tests leave PNGs for people to look at ($FACEDET3D_TEST_ARTIFACTS or results/test-artifacts)."""
+    return Path(os.environ.get("FACEDET3D_TEST_ARTIFACTS", REPO / "results" / "test-artifacts"))
+
+
 @pytest.fixture
 def tiny_config() -> Path:
     return REPO / "tests" / "configs" / "tiny.yaml"

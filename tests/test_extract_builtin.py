@@ -167,8 +167,17 @@ def _real_photos() -> dict[str, np.ndarray]:
 
 
 def test_real_photos_give_a_texture_and_a_detail_map(extractor, record_property):
+    from facedet3d.evaluate.grids import image_grid, save_png
+    from facedet3d.extract.preview import shaded_geometry
+    from facedet3d.render.relief import shade_detail_map
+    from tests.conftest import artifact_dir
+
+    rows = []
     for name, image in _real_photos().items():
         r = extractor.extract(image)
+        rows.append([image, r.texture, shade_detail_map(r.detail),
+                     shaded_geometry(extractor.model, r.shape, r.expr, r.pose, r.translation, r.focal,
+                                     r.detail, image.shape[:2])])
         print(f"\n{name}: box {r.box}, landmark error {r.landmark_error_px:.2f} px, "
               f"pose (deg) {np.round(np.degrees(r.pose), 1)}, distance {-r.translation[2]:.0f} mm, "
               f"{sum(r.timings.values()):.2f} s")
@@ -180,6 +189,9 @@ def test_real_photos_give_a_texture_and_a_detail_map(extractor, record_property)
         face = r.texture[r.texture_mask].astype(float)
         assert face.std() > 10  # a real picture, not a constant
         assert r.detail.std() > 0.002 and np.all(np.isfinite(r.detail))
+    path = save_png(artifact_dir() / "extract_real_photos.png",
+                    image_grid(rows, 256, ["input", "texture map", "detail map", "shaded geometry"]))
+    assert path.stat().st_size > 50_000
 
 
 # ----------------------------------------------------------------------------- components

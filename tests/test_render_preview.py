@@ -7,9 +7,6 @@ image, light moves the shading, and the wrinkle map shows up in the render where
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import torch
 
@@ -22,14 +19,10 @@ from facedet3d.render.camera import face_camera
 from facedet3d.render.displace import displace
 from facedet3d.render.shaded import render_shaded
 from facedet3d.render.shading import sh_from_light
-from tests.conftest import REPO
+from tests.conftest import artifact_dir
 
 POSES = [(0.0, 0.0, 0.0), (np.deg2rad(-30), 0.0, 0.0), (np.deg2rad(30), np.deg2rad(-8), 0.0)]
 LIGHTS = [(0.3, 0.4, 1.0), (-0.9, 0.2, 0.6), (0.0, 1.0, 0.4)]
-
-
-def _artifact_dir() -> Path:
-    return Path(os.environ.get("FACEDET3D_TEST_ARTIFACTS", REPO / "results" / "test-artifacts"))
 
 
 def _render(verts, faces, pose, light) -> np.ndarray:
@@ -59,7 +52,7 @@ def test_template_preview_png_shows_a_face_and_its_wrinkles():
                 assert 0.25 < mask.mean() < 0.8, "the face should fill a sensible part of the frame"
         rows.append(row)
         labels.append(name)
-    path = save_png(_artifact_dir() / "template_preview.png", image_grid(rows, 256, row_labels=labels))
+    path = save_png(artifact_dir() / "template_preview.png", image_grid(rows, 256, row_labels=labels))
     assert path.stat().st_size > 50_000
 
     # Light from the image's left brightens the face's left half, and vice versa.

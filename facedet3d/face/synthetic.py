@@ -21,6 +21,8 @@ from functools import lru_cache
 
 import numpy as np
 import torch
+from facedet3d.face.bumps import gauss as _g, gauss2 as _g2, gauss_pair as _pair  # noqa: F401
+from facedet3d.face.bumps import sigmoid as _sig, smoothstep as _smoothstep  # noqa: F401
 
 from . import layout as L
 from . import template as T
@@ -31,17 +33,10 @@ AU_FULL = L.AU_MAX  # expression fields are designed at full intensity and divid
 # ----------------------------------------------------------------------------- small helpers
 
 
-def _g(u):
-    return np.exp(-0.5 * u * u)
 
 
-def _g2(x, y, cx, cy, sx, sy):
-    return np.exp(-0.5 * (((x - cx) / sx) ** 2 + ((y - cy) / sy) ** 2))
 
 
-def _pair(x, y, cx, cy, sx, sy):
-    """Mirrored Gaussian pair at (±cx, cy) — even and smooth across the midline."""
-    return _g2(x, y, cx, cy, sx, sy) + _g2(x, y, -cx, cy, sx, sy)
 
 
 def _odd_pair(x, y, cx, cy, sx, sy):
@@ -49,13 +44,8 @@ def _odd_pair(x, y, cx, cy, sx, sy):
     return _g2(x, y, cx, cy, sx, sy) - _g2(x, y, -cx, cy, sx, sy)
 
 
-def _sig(u):
-    return 0.5 * (1.0 + np.tanh(0.5 * u))
 
 
-def _smoothstep(e0, e1, u):
-    t = np.clip((u - e0) / (e1 - e0), 0.0, 1.0)
-    return t * t * (3.0 - 2.0 * t)
 
 
 def _stack(dx=0.0, dy=0.0, dz=0.0, like=None):

@@ -30,6 +30,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from facedet3d.face.bumps import gauss as _g, gauss2 as _g2, gauss_pair as _pair  # noqa: F401
+from facedet3d.face.bumps import sigmoid as _sig, smoothstep as _smoothstep  # noqa: F401
 
 from . import layout as L
 
@@ -66,28 +68,14 @@ class Template:
 
 # ----------------------------------------------------------------------------- helpers
 
-def _g(u):
-    """Unnormalised Gaussian exp(-u²/2)."""
-    return np.exp(-0.5 * u * u)
 
 
-def _g2(x, y, cx, cy, sx, sy):
-    """2D axis-aligned Gaussian bump of height 1."""
-    return np.exp(-0.5 * (((x - cx) / sx) ** 2 + ((y - cy) / sy) ** 2))
 
 
-def _pair(x, y, cx, cy, sx, sy):
-    """A mirrored pair of Gaussian bumps at (±cx, cy): even in x and smooth across the midline."""
-    return _g2(x, y, cx, cy, sx, sy) + _g2(x, y, -cx, cy, sx, sy)
 
 
-def _sig(u):
-    return 0.5 * (1.0 + np.tanh(0.5 * u))
 
 
-def _smoothstep(e0, e1, u):
-    t = np.clip((u - e0) / (e1 - e0), 0.0, 1.0)
-    return t * t * (3.0 - 2.0 * t)
 
 
 def _softplus(u, k):
