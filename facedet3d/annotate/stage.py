@@ -21,7 +21,7 @@ from tqdm import tqdm
 from facedet3d.annotate import metrics
 from facedet3d.data.images import load_image
 from facedet3d.data.manifest import resolve_path
-from facedet3d.data.records import read_records, write_records
+from facedet3d.data.records import read_records, stack_fields, write_records
 from facedet3d.errors import UserError
 from facedet3d.extract.stage import read_rejects, write_rejects
 from facedet3d.face.layout import AU_NAMES
@@ -80,7 +80,7 @@ def run_chunk(config: dict, chunk: int) -> Path:
                            ("age_dist", age["distribution"]), ("age", np.float32(age["expected"]))):
             fields[key].append(value)
     out = annotate_dir(config) / "chunks"
-    arrays = {k: np.stack(v) if isinstance(v[0], np.ndarray) else np.asarray(v) for k, v in fields.items()}
+    arrays = stack_fields(fields)
     if not arrays:  # keep the file's fields present even when every row failed
         arrays = {"id": np.zeros(0, dtype=object), "aus": np.zeros((0, 17), np.float32)}
     write_records(out / f"{name}.h5", arrays, attrs={"aus_backend": config["annotate"]["aus_backend"]})

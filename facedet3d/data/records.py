@@ -18,6 +18,11 @@ import numpy as np
 _COMPRESS_ROW_BYTES = 4096
 
 
+def stack_fields(rows: dict[str, list]) -> dict[str, np.ndarray]:
+    """Per-row values collected by field name -> arrays (N, ...) ready for :func:`write_records`."""
+    return {k: np.stack(v) if isinstance(v[0], np.ndarray) else np.asarray(v) for k, v in rows.items() if v}
+
+
 def write_records(path: str | Path, fields: dict[str, np.ndarray], attrs: dict | None = None) -> Path:
     """Write fields {name: array (N, ...)} (same N) and scalar attrs to path atomically.
 
@@ -63,8 +68,3 @@ def read_records(path: str | Path, names: list[str] | None = None) -> dict[str, 
             ds = f[name]
             out[name] = ds.asstr()[()] if h5py.check_string_dtype(ds.dtype) else ds[()]
         return out
-
-
-def read_attrs(path: str | Path) -> dict:
-    with h5py.File(path, "r") as f:
-        return {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}

@@ -23,7 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from facedet3d.data import synth_sampling as sampling
-from facedet3d.data.records import read_records, write_records
+from facedet3d.data.records import read_records, stack_fields, write_records
 from facedet3d.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ def run_chunk(config: dict, chunk: int) -> Path:
                 _append(fields, person, shot, rel, result, detail, texture, len(boxes))
             bar.update(1)
     elapsed = time.perf_counter() - start
-    records = {k: np.stack(v) if isinstance(v[0], np.ndarray) else np.asarray(v) for k, v in fields.items()}
+    records = stack_fields(fields)
     path = write_records(out / "chunks" / f"{name}.h5", records,
                          attrs={"chunk": chunk, "seed": seed, "n": len(fields["id"])})
     # Timing lives beside the records, so the records stay byte-identical across rebuilds.

@@ -22,7 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from facedet3d.data.manifest import read_manifest
-from facedet3d.data.records import read_records, write_records
+from facedet3d.data.records import read_records, stack_fields, write_records
 from facedet3d.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ def run_chunk(config: dict, chunk: int) -> Path:
     elapsed = time.perf_counter() - start
     out = extract_dir(config) / "chunks"
     name = f"{chunk:03d}"
-    arrays = {k: np.stack(v) if isinstance(v[0], np.ndarray) else np.asarray(v) for k, v in fields.items()}
+    arrays = stack_fields(fields)
     if not arrays:  # every row rejected: an empty record file that merge and annotate can still read
         arrays = {k: np.zeros(0, dtype=object) for k in _ROW_FIELDS}
         arrays |= {k: np.zeros(0, np.float32) for k in ("detail_corr", "landmark_error_px")}
