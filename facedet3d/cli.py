@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 
 from facedet3d.config import ConfigError, load_config
@@ -103,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Stage progress goes to stderr, which each Snakemake rule sends to results/logs/<stage>.log.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     try:
         args.func(args)
     except (ConfigError, UserError) as err:
