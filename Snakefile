@@ -13,6 +13,7 @@ include: "rules/common.smk"
 include: "rules/synth.smk"
 include: "rules/extract.smk"
 include: "rules/annotate.smk"
+include: "rules/shards.smk"
 
 
 rule all:

@@ -61,10 +61,25 @@ def bench_extract(args: argparse.Namespace) -> Iterator[dict]:
     yield from run(quick=args.quick, config_path=args.config)
 
 
+def bench_loader(args: argparse.Namespace) -> Iterator[dict]:
+    """Samples/s of the shard loader (0 and 2 workers) vs per-image files vs a raw memory copy.
+
+    Reads ``<results_dir>/shards/index.json`` of --config when it exists, else builds a
+    temporary shard set of the demo's sizes from random data."""
+    from pathlib import Path
+
+    from facedet3d.config import load_config
+    from facedet3d.data.loader_bench import bench_loader as run
+
+    index = Path(load_config([args.config])["results_dir"]) / "shards" / "index.json"
+    yield from run(index_path=index if index.is_file() else None, quick=args.quick)
+
+
 BENCHES: dict[str, Callable[[argparse.Namespace], Iterator[dict]]] = {
     "rasterize": bench_rasterize,
     "synth": bench_synth,
     "extract": bench_extract,
+    "loader": bench_loader,
 }
 
 

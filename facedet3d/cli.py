@@ -66,6 +66,12 @@ def _annotate(args: argparse.Namespace) -> None:
     _chunked(stage, args)
 
 
+def _shards(args: argparse.Namespace) -> None:
+    from facedet3d.data.shard_stage import run
+
+    run(load_config(args.config))
+
+
 def _bench(args: argparse.Namespace) -> None:
     from facedet3d import bench
 
@@ -92,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("annotate", help="AU intensities, FaceNet identity embedding, age features per image")
     _add_chunk_options(p, "annotate only this manifest chunk", "rejects, summary")
     p.set_defaults(func=_annotate)
+
+    p = sub.add_parser("shards", help="DetP and RCAN training data in checksummed HDF5 shards")
+    _add_config(p)
+    p.set_defaults(func=_shards)
 
     from facedet3d.bench import BENCHES, add_arguments
 

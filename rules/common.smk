@@ -55,7 +55,7 @@ def annotate_chunk_records(wildcards):
 def final_targets():
     """The final targets: every implemented stage for the configured data source."""
     targets = [f"{RESULTS}/extract/summary.json", f"{RESULTS}/extract/preview.png",
-               f"{RESULTS}/annotate/summary.json"]
+               f"{RESULTS}/annotate/summary.json", f"{RESULTS}/shards/index.json"]
     if config["data"]["source"] == "synthetic":
         targets += [f"{RESULTS}/synth/summary.json", f"{RESULTS}/synth/contact_sheet.png"]
     return targets

@@ -68,9 +68,15 @@ def test_snakemake_runs_the_tiny_dag_end_to_end(run_cmd, tiny_config, tmp_path):
     summary = json.loads((results / "synth" / "summary.json").read_text())
     assert summary["n_identities"] == 6
     assert (results / "synth" / "contact_sheet.png").is_file()
+    extract = json.loads((results / "extract" / "summary.json").read_text())
+    assert extract["n_ok"] + extract["n_rejected"] == extract["n_total"] == 30
+    assert json.loads((results / "annotate" / "summary.json").read_text())["n_ok"] == extract["n_ok"]
+    index = json.loads((results / "shards" / "index.json").read_text())
+    assert sum(s["n"] for s in index["shards"] if s["kind"] == "detp") == extract["n_ok"]
     assert (results / "logs" / "synth.log").is_file()
     assert len(list((results / "logs" / "synth").glob("chunk_*.log"))) == 2
     assert len(list((results / "benchmarks" / "synth").glob("*.tsv"))) == 2
+    assert len(list((results / "logs" / "extract").glob("chunk_*.log"))) >= 1
     # A second run finds nothing to do: the resolved config kept its timestamp.
     proc = run_cmd(["snakemake", "-n", "--cores", "2", *args])
     assert "Nothing to be done" in proc.stdout + proc.stderr

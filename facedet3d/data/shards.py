@@ -1,0 +1,135 @@
+"""HDF5 training shards: deterministic, atomic writing and the shard index.
+
+A shard is one HDF5 file of equal-length arrays (one row per sample), written like the
+per-chunk records (:mod:`facedet3d.data.records`): a temporary name then ``os.replace``,
+no HDF5 timestamps (``track_times=False``), fixed libver (v110), datasets and attributes in
+sorted order and deterministic compression, so the same arrays give byte-identical files.
+Large per-row arrays (maps, patches) are chunked one row per HDF5 chunk so that a loader
+reads a sample without touching its neighbours.
+
+``index.json`` lists every shard (path relative to the index, sha256, n, kind, split); it
+is written last and atomically, so a killed job leaves the previous index (or none).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+# Per-row arrays at least this large are chunked one row per HDF5 chunk (and compressed if asked).
+_ROW_CHUNK_BYTES = 4096
+COMPRESSIONS = ("none", "gzip", "lzf")
+
+
+def write_shard(path: str | Path, fields: dict[str, np.ndarray], attrs: dict | None = None,
+                compression: str = "none") -> Path:
+    """Write fields {name: array (N, ...)} (same N) and scalar attrs to path atomically and reproducibly.
+
+    String fields (numpy unicode / object arrays of str) are stored as UTF-8. compression:
+    "none" (fastest reads), "gzip" (level 1 + shuffle) or "lzf"; all are deterministic.
+    """
+    if compression not in COMPRESSIONS:
+        raise ValueError(f"compression must be one of {COMPRESSIONS}, not {compression!r}")
+    path = Path(path)
+    lengths = {name: len(a) for name, a in fields.items()}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"shard fields differ in length: {lengths}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with h5py.File(tmp, "w", libver=("v110", "v110"), track_order=False) as f:
+            for name in sorted(fields):
+                _write_field(f, name, fields[name], compression)
+            for key in sorted(attrs or {}):
+                f.attrs[key] = (attrs or {})[key]
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _write_field(f: h5py.File, name: str, array: np.ndarray, compression: str) -> None:
+    array = np.asarray(array)
+    if array.dtype.kind in "UO":
+        data = np.array([str(s) for s in array.reshape(-1)], dtype=object).reshape(array.shape)
+        f.create_dataset(name, data=data, dtype=h5py.string_dtype("utf-8"), track_times=False)
+        return
+    row_bytes = array[0].nbytes if len(array) else 0
+    if row_bytes >= _ROW_CHUNK_BYTES:
+        opts: dict = {}
+        if compression == "gzip":
+            opts = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
+        elif compression == "lzf":
+            opts = {"compression": "lzf", "shuffle": True}
+        f.create_dataset(name, data=array, chunks=(1, *array.shape[1:]), track_times=False, **opts)
+    else:
+        f.create_dataset(name, data=array, track_times=False)
+
+
+def sha256_file(path: str | Path, block: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_json_atomic(path: str | Path, obj) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def code_version() -> dict:
+    """facedet3d.__version__ and `git describe --always --dirty` of the repository (None without git)."""
+    import facedet3d
+
+    repo = Path(facedet3d.__file__).resolve().parent.parent
+    try:
+        proc = subprocess.run(["git", "-C", str(repo), "describe", "--always", "--dirty"],
+                              capture_output=True, text=True, timeout=10)
+        git = proc.stdout.strip() if proc.returncode == 0 and proc.stdout.strip() else None
+    except (OSError, subprocess.SubprocessError):
+        git = None
+    return {"facedet3d": facedet3d.__version__, "git": git}
+
+
+def read_index(index_path: str | Path) -> dict:
+    from facedet3d.errors import UserError
+
+    index_path = Path(index_path)
+    if not index_path.is_file():
+        raise UserError(f"shard index {index_path} missing; run `facedet3d shards` first")
+    return json.loads(index_path.read_text(encoding="utf-8"))
+
+
+def verify_index(index_path: str | Path, raise_on_error: bool = False) -> list[str]:
+    """Check every shard of an index against its sha256; returns the problems (empty when all match).
+
+    Done on demand only (it reads every byte); loaders never hash per sample.
+    """
+    from facedet3d.errors import UserError
+
+    index_path = Path(index_path)
+    problems = []
+    for entry in read_index(index_path)["shards"]:
+        path = index_path.parent / entry["path"]
+        if not path.is_file():
+            problems.append(f"{entry['path']}: missing")
+        elif sha256_file(path) != entry["sha256"]:
+            problems.append(f"{entry['path']}: sha256 mismatch (corrupted or rewritten)")
+    if problems and raise_on_error:
+        raise UserError(f"shard index {index_path} does not match its shards: " + "; ".join(problems))
+    return problems
