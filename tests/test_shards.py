@@ -15,6 +15,7 @@ from facedet3d.data import shard_stage, shards
 from facedet3d.data.loaders import DetPDataset, PairSampler, RCANDataset, VideoPairSampler, verify_index
 from facedet3d.data.records import write_records
 from facedet3d.data.uvmaps import resize_map
+from facedet3d.data import records
 from tests.conftest import REPO
 
 S, T, D = 64, 32, 32  # extracted detail size, extracted texture size, synth detail size
@@ -148,7 +149,7 @@ def test_killed_write_leaves_no_complete_looking_shard(tmp_path, monkeypatch):
     shard_stage.run(_config(tmp_path))
     index_before = (tmp_path / "shards" / "index.json").read_bytes()
     (tmp_path / "shards" / "detp-test-000.h5").unlink()
-    real = shards._write_field
+    real = records._write_field
     calls = {"n": 0}
 
     def dying(f, name, array, compression):
@@ -157,7 +158,7 @@ def test_killed_write_leaves_no_complete_looking_shard(tmp_path, monkeypatch):
             raise KeyboardInterrupt("killed mid-write")
         return real(f, name, array, compression)
 
-    monkeypatch.setattr(shards, "_write_field", dying)
+    monkeypatch.setattr(records, "_write_field", dying)
     with pytest.raises(KeyboardInterrupt):
         shard_stage.run(_config(tmp_path, shard_size=100))  # test split shard written first
     assert not (tmp_path / "shards" / "detp-test-000.h5").exists()

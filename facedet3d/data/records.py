@@ -15,7 +15,13 @@ import h5py
 import numpy as np
 
 # Arrays at least this large (bytes per row) are chunked one row per HDF5 chunk and compressed.
-_COMPRESS_ROW_BYTES = 4096
+_ROW_CHUNK_BYTES = 4096
+_COMPRESSION_OPTIONS = {
+    "gzip": {"compression": "gzip", "compression_opts": 1, "shuffle": True},
+    "lzf": {"compression": "lzf", "shuffle": True},
+    "none": {},
+}
+COMPRESSIONS = tuple(_COMPRESSION_OPTIONS)
 
 
 def stack_fields(rows: dict[str, list]) -> dict[str, np.ndarray]:
@@ -23,11 +29,16 @@ def stack_fields(rows: dict[str, list]) -> dict[str, np.ndarray]:
     return {k: np.stack(v) if isinstance(v[0], np.ndarray) else np.asarray(v) for k, v in rows.items() if v}
 
 
-def write_records(path: str | Path, fields: dict[str, np.ndarray], attrs: dict | None = None) -> Path:
+def write_records(path: str | Path, fields: dict[str, np.ndarray], attrs: dict | None = None,
+                  compression: str = "gzip") -> Path:
     """Write fields {name: array (N, ...)} (same N) and scalar attrs to path atomically.
 
-    String fields (numpy unicode or object arrays of str) are stored as UTF-8.
+    String fields (numpy unicode or object arrays of str) are stored as UTF-8. Large per-row
+    arrays are chunked one row per HDF5 chunk and compressed with ``compression``: "gzip"
+    (level 1 + shuffle), "lzf" or "none"; all are deterministic.
     """
+    if compression not in COMPRESSIONS:
+        raise ValueError(f"compression must be one of {COMPRESSIONS}, not {compression!r}")
     path = Path(path)
     lengths = {name: len(a) for name, a in fields.items()}
     if len(set(lengths.values())) > 1:
@@ -37,7 +48,7 @@ def write_records(path: str | Path, fields: dict[str, np.ndarray], attrs: dict |
     try:
         with h5py.File(tmp, "w", libver=("v110", "v110"), track_order=False) as f:
             for name in sorted(fields):
-                _write_field(f, name, fields[name])
+                _write_field(f, name, fields[name], compression)
             for key in sorted(attrs or {}):
                 f.attrs[key] = (attrs or {})[key]
         os.replace(tmp, path)
@@ -46,16 +57,16 @@ def write_records(path: str | Path, fields: dict[str, np.ndarray], attrs: dict |
     return path
 
 
-def _write_field(f: h5py.File, name: str, array: np.ndarray) -> None:
+def _write_field(f: h5py.File, name: str, array: np.ndarray, compression: str) -> None:
     array = np.asarray(array)
     if array.dtype.kind in "UO":
         data = np.array([str(s) for s in array.reshape(-1)], dtype=object).reshape(array.shape)
         f.create_dataset(name, data=data, dtype=h5py.string_dtype("utf-8"), track_times=False)
         return
     row_bytes = array[0].nbytes if len(array) else 0
-    if row_bytes >= _COMPRESS_ROW_BYTES:
-        f.create_dataset(name, data=array, chunks=(1, *array.shape[1:]), compression="gzip",
-                         compression_opts=1, shuffle=True, track_times=False)
+    if row_bytes >= _ROW_CHUNK_BYTES:
+        f.create_dataset(name, data=array, chunks=(1, *array.shape[1:]), track_times=False,
+                         **_COMPRESSION_OPTIONS[compression])
     else:
         f.create_dataset(name, data=array, track_times=False)
 

@@ -19,57 +19,16 @@ import os
 import subprocess
 from pathlib import Path
 
-import h5py
 import numpy as np
 
-# Per-row arrays at least this large are chunked one row per HDF5 chunk (and compressed if asked).
-_ROW_CHUNK_BYTES = 4096
-COMPRESSIONS = ("none", "gzip", "lzf")
+from facedet3d.data.records import write_records
 
 
 def write_shard(path: str | Path, fields: dict[str, np.ndarray], attrs: dict | None = None,
                 compression: str = "none") -> Path:
-    """Write fields {name: array (N, ...)} (same N) and scalar attrs to path atomically and reproducibly.
-
-    String fields (numpy unicode / object arrays of str) are stored as UTF-8. compression:
-    "none" (fastest reads), "gzip" (level 1 + shuffle) or "lzf"; all are deterministic.
-    """
-    if compression not in COMPRESSIONS:
-        raise ValueError(f"compression must be one of {COMPRESSIONS}, not {compression!r}")
-    path = Path(path)
-    lengths = {name: len(a) for name, a in fields.items()}
-    if len(set(lengths.values())) > 1:
-        raise ValueError(f"shard fields differ in length: {lengths}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with h5py.File(tmp, "w", libver=("v110", "v110"), track_order=False) as f:
-            for name in sorted(fields):
-                _write_field(f, name, fields[name], compression)
-            for key in sorted(attrs or {}):
-                f.attrs[key] = (attrs or {})[key]
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def _write_field(f: h5py.File, name: str, array: np.ndarray, compression: str) -> None:
-    array = np.asarray(array)
-    if array.dtype.kind in "UO":
-        data = np.array([str(s) for s in array.reshape(-1)], dtype=object).reshape(array.shape)
-        f.create_dataset(name, data=data, dtype=h5py.string_dtype("utf-8"), track_times=False)
-        return
-    row_bytes = array[0].nbytes if len(array) else 0
-    if row_bytes >= _ROW_CHUNK_BYTES:
-        opts: dict = {}
-        if compression == "gzip":
-            opts = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
-        elif compression == "lzf":
-            opts = {"compression": "lzf", "shuffle": True}
-        f.create_dataset(name, data=array, chunks=(1, *array.shape[1:]), track_times=False, **opts)
-    else:
-        f.create_dataset(name, data=array, track_times=False)
+    """Write one shard atomically and reproducibly: :func:`records.write_records` with the
+    shards' compression (default none: shards are read far more often than written)."""
+    return write_records(path, fields, attrs, compression)
 
 
 def sha256_file(path: str | Path, block: int = 1 << 20) -> str:
