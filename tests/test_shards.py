@@ -11,11 +11,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from facedet3d.config import load_config, merge, validate
-from facedet3d.data import shard_stage, shards
+from facedet3d.data import records, shard_stage
 from facedet3d.data.loaders import DetPDataset, PairSampler, RCANDataset, VideoPairSampler, verify_index
 from facedet3d.data.records import write_records
 from facedet3d.data.uvmaps import resize_map
-from facedet3d.data import records
 from tests.conftest import REPO
 
 S, T, D = 64, 32, 32  # extracted detail size, extracted texture size, synth detail size

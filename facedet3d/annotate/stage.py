@@ -24,6 +24,7 @@ from facedet3d.data.manifest import resolve_path
 from facedet3d.data.records import read_records, stack_fields, write_records
 from facedet3d.errors import UserError
 from facedet3d.extract.stage import read_rejects, write_rejects
+from facedet3d.data.jsonfile import write_json_atomic
 from facedet3d.face.layout import AU_NAMES
 
 
@@ -110,9 +111,7 @@ def merge(config: dict) -> dict:
                "n_rejected": len(rejects), "au_mae": None, "au_corr": None, "id_auc": None, "age_spearman": None}
     if config["data"]["source"] == "synthetic" and rows["id"]:
         summary.update(_scores(rows, SyntheticGroundTruth(config["results_dir"])))
-    tmp = out / ".summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    tmp.replace(out / "summary.json")
+    write_json_atomic(out / "summary.json", summary)
     return summary
 
 

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import logging
 import math
 import os
@@ -55,6 +54,7 @@ from pathlib import Path
 
 from facedet3d.data.manifest import COLUMNS as MANIFEST_COLUMNS
 from facedet3d.data.manifest import resolve_path
+from facedet3d.data.jsonfile import write_json_atomic
 from facedet3d.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -122,7 +122,7 @@ def ingest(config: dict) -> IngestResult:
     summary = _summary(config, s, source, rows, rejects, info)
     folder = ingest_dir(config)
     _write_csv(folder / "rejects.csv", REJECT_COLUMNS, rejects)
-    _write_json(folder / "summary.json", summary)
+    write_json_atomic(folder / "summary.json", summary)
     if not rows:
         out.unlink(missing_ok=True)  # never leave a stale manifest behind
         raise UserError(f"no images found for data.source={source}; every file was rejected "
@@ -396,16 +396,6 @@ def _write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
             writer.writerow(columns)
             for row in rows:
                 writer.writerow([row.get(c, "") for c in columns])
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -27,7 +27,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from facedet3d.data.shards import code_version, sha256_file, write_json_atomic, write_shard
+from facedet3d.data.jsonfile import write_json_atomic
+from facedet3d.data.shards import code_version, sha256_file, write_shard
 from facedet3d.data.uvmaps import resize_map
 from facedet3d.errors import UserError
 

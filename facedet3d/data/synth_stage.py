@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from facedet3d.data import synth_sampling as sampling
 from facedet3d.data.records import read_records, stack_fields, write_records
+from facedet3d.data.jsonfile import write_json_atomic
 from facedet3d.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -142,9 +143,7 @@ def merge(config: dict) -> dict:
 
     contact_sheet(config, _chunk_paths(config), out / "contact_sheet.png")
     summary = _summary(config, rows, seconds)
-    tmp = out / ".summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    tmp.replace(out / "summary.json")
+    write_json_atomic(out / "summary.json", summary)
     return summary
 
 

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from facedet3d.data.manifest import read_manifest
 from facedet3d.data.records import read_records, stack_fields, write_records
+from facedet3d.data.jsonfile import write_json_atomic
 from facedet3d.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -121,9 +122,7 @@ def merge(config: dict) -> dict:
 
     extract_preview(config, paths, out / "preview.png")
     summary = _summary(config, small, rejects, seconds, n_rows)
-    tmp = out / ".summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    tmp.replace(out / "summary.json")
+    write_json_atomic(out / "summary.json", summary)
     return summary
 
 
