@@ -21,9 +21,9 @@ from tqdm import tqdm
 from facedet3d.annotate import metrics
 from facedet3d.data.images import load_image
 from facedet3d.data.manifest import resolve_path
+from facedet3d.data.rejects import read_rejects, write_rejects
 from facedet3d.data.records import read_records, stack_fields, write_records
 from facedet3d.errors import UserError
-from facedet3d.extract.stage import read_rejects, write_rejects
 from facedet3d.data.jsonfile import write_json_atomic
 from facedet3d.face.layout import AU_NAMES
 

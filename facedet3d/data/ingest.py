@@ -53,15 +53,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from facedet3d.data.manifest import COLUMNS as MANIFEST_COLUMNS
-from facedet3d.data.manifest import resolve_path
+from facedet3d.data.manifest import SPLITS, resolve_path, write_csv
 from facedet3d.data.jsonfile import write_json_atomic
 from facedet3d.errors import UserError
+from facedet3d.data.rejects import write_rejects
 
 log = logging.getLogger(__name__)
 
-REJECT_COLUMNS = ["input", "stage", "reason"]
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-SPLITS = ("train", "val", "test")
 
 @dataclass(frozen=True)
 class IngestResult:
@@ -121,13 +120,13 @@ def ingest(config: dict) -> IngestResult:
         row["chunk"] = index // s["chunk_size"]
     summary = _summary(config, s, source, rows, rejects, info)
     folder = ingest_dir(config)
-    _write_csv(folder / "rejects.csv", REJECT_COLUMNS, rejects)
+    write_rejects(folder / "rejects.csv", rejects)
     write_json_atomic(folder / "summary.json", summary)
     if not rows:
         out.unlink(missing_ok=True)  # never leave a stale manifest behind
         raise UserError(f"no images found for data.source={source}; every file was rejected "
                         f"({len(rejects)} listed in {folder / 'rejects.csv'})")
-    _write_csv(out, MANIFEST_COLUMNS, rows)
+    write_csv(out, MANIFEST_COLUMNS, rows)
     log.info("ingest: %d rows in %d chunks, %d files skipped (see %s)", len(rows), summary["n_chunks"],
              len(rejects), folder / "rejects.csv")
     return IngestResult(out, folder / "summary.json", folder / "rejects.csv", summary)
@@ -385,17 +384,3 @@ def _summary(config: dict, s: dict, source: str, rows: list[dict], rejects: list
         "identity_pattern_misses": info.get("identity_pattern_misses", []),
         "warnings": warnings,
     }
-
-
-def _write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f, lineterminator="\n")
-            writer.writerow(columns)
-            for row in rows:
-                writer.writerow([row.get(c, "") for c in columns])
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -161,7 +161,34 @@ class RCANDataset(_ShardSet):
                 torch.from_numpy(rows["hr"].astype(np.float32))[None])
 
 
-class PairSampler(Sampler):
+class _PartnerSampler(Sampler):
+    """Yields (source, target) pairs from ``candidates`` {source index: partner indices}.
+
+    Each epoch visits every source once in a seeded random order with a random partner;
+    ``set_epoch`` changes the draw, the same seed and epoch give the same pairs.
+    """
+
+    _stream = 0  # separates the random streams of the subclasses
+
+    def __init__(self, candidates: dict[int, np.ndarray], seed: int):
+        self.candidates = candidates
+        self.sources = np.array(sorted(candidates), dtype=np.int64)
+        self.seed, self.epoch = int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self._stream, self.epoch])
+        for i in rng.permutation(self.sources):
+            partners = self.candidates[int(i)]
+            yield int(i), int(partners[rng.integers(len(partners))])
+
+
+class PairSampler(_PartnerSampler):
     """(source, target) index pairs of the same identity with different expressions (aus differ).
 
     Each epoch visits every sample that has a partner once as source, in a seeded random order,
@@ -176,34 +203,23 @@ class PairSampler(Sampler):
         field: the expression field compared ("aus" annotated; "gt_aus" or "expr" also work).
     """
 
+    _stream = 0x9A1
+
     def __init__(self, dataset, seed: int = 0, min_au_diff: float = 1e-3, field: str = "aus"):
         meta = dataset if isinstance(dataset, dict) else {k: dataset.read(k) for k in ("identity", field)}
         identity, aus = np.asarray(meta["identity"]), np.asarray(meta[field], np.float32)
-        self.seed, self.epoch = int(seed), 0
-        self.candidates: dict[int, np.ndarray] = {}
+        candidates: dict[int, np.ndarray] = {}
         for ident in np.unique(identity):
             members = np.flatnonzero(identity == ident)
             diff = np.abs(aus[members][:, None] - aus[members][None]).max(-1) > min_au_diff
             for a, i in enumerate(members):
                 partners = members[diff[a]]
                 if len(partners):
-                    self.candidates[int(i)] = partners
-        self.sources = np.array(sorted(self.candidates), dtype=np.int64)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return len(self.sources)
-
-    def __iter__(self):
-        rng = np.random.default_rng([self.seed, 0x9A1, self.epoch])
-        for i in rng.permutation(self.sources):
-            partners = self.candidates[int(i)]
-            yield int(i), int(partners[rng.integers(len(partners))])
+                    candidates[int(i)] = partners
+        super().__init__(candidates, seed)
 
 
-class VideoPairSampler(Sampler):
+class VideoPairSampler(_PartnerSampler):
     """(source, target) index pairs of two frames of the same video sequence, min_distance <= |Δframe| <= max_distance.
 
     Each epoch visits every video frame with a partner once, in a seeded random order.
@@ -214,14 +230,15 @@ class VideoPairSampler(Sampler):
         min_distance, max_distance: frame distance bounds (max None: any).
     """
 
+    _stream = 0x71D
+
     def __init__(self, dataset, seed: int = 0, min_distance: int = 1, max_distance: int | None = None):
         if min_distance < 1:
             raise ValueError("min_distance must be >= 1 (a frame is never paired with itself)")
         meta = dataset if isinstance(dataset, dict) else {k: dataset.read(k) for k in ("kind", "sequence", "frame")}
         kind, seq = np.asarray(meta["kind"]), np.asarray(meta["sequence"])
         frame = np.asarray(meta["frame"]).astype(np.int64)
-        self.seed, self.epoch = int(seed), 0
-        self.candidates: dict[int, np.ndarray] = {}
+        candidates: dict[int, np.ndarray] = {}
         video = (kind == "video") & (seq != "")
         for s in np.unique(seq[video]):
             members = np.flatnonzero(video & (seq == s))
@@ -231,17 +248,5 @@ class VideoPairSampler(Sampler):
                 ok &= dist <= max_distance
             for a, i in enumerate(members):
                 if ok[a].any():
-                    self.candidates[int(i)] = members[ok[a]]
-        self.sources = np.array(sorted(self.candidates), dtype=np.int64)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return len(self.sources)
-
-    def __iter__(self):
-        rng = np.random.default_rng([self.seed, 0x71D, self.epoch])
-        for i in rng.permutation(self.sources):
-            partners = self.candidates[int(i)]
-            yield int(i), int(partners[rng.integers(len(partners))])
+                    candidates[int(i)] = members[ok[a]]
+        super().__init__(candidates, seed)

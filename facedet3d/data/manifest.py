@@ -8,10 +8,12 @@ expression / age where the source knows them (empty otherwise).
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 from facedet3d.errors import UserError
 
+SPLITS = ("train", "val", "test")
 COLUMNS = ["id", "path", "identity", "split", "kind", "sequence", "frame", "chunk", "expression", "age"]
 
 
@@ -32,3 +34,20 @@ def resolve_path(manifest_dir: Path, row: dict) -> Path:
     """The file a manifest row points at."""
     p = Path(row["path"])
     return p if p.is_absolute() else manifest_dir / p
+
+
+def write_csv(path: str | Path, columns: list[str], rows: list[dict]) -> Path:
+    """Write dict rows as CSV (missing values empty) via a temporary name and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f, lineterminator="\n")
+            writer.writerow(columns)
+            for row in rows:
+                writer.writerow([row.get(c, "") for c in columns])
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

@@ -15,9 +15,6 @@ import numpy as np
 from facedet3d.face.expressions import sample_expression, video_sequence
 from facedet3d.face.wrinkles import WrinkleIdentity, sample_identity_details
 
-SPLITS = ("train", "val", "test")
-
-
 @dataclass(frozen=True)
 class Identity:
     """One synthetic person."""

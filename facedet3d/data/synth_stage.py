@@ -23,6 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from facedet3d.data import synth_sampling as sampling
+from facedet3d.data.manifest import SPLITS
 from facedet3d.data.records import read_records, stack_fields, write_records
 from facedet3d.data.jsonfile import write_json_atomic
 from facedet3d.errors import UserError
@@ -170,8 +171,8 @@ def _summary(config: dict, rows: dict, seconds: float) -> dict:
         "n_stills": sum(1 for k in rows["kind"] if k == "image"),
         "n_video_frames": sum(1 for k in rows["kind"] if k == "video"),
         "n_videos": len({q for q in rows["sequence"] if q}),
-        "identities_per_split": {k: len(split_ids.get(k, ())) for k in sampling.SPLITS},
-        "images_per_split": {k: sum(1 for x in rows["split"] if x == k) for k in sampling.SPLITS},
+        "identities_per_split": {k: len(split_ids.get(k, ())) for k in SPLITS},
+        "images_per_split": {k: sum(1 for x in rows["split"] if x == k) for k in SPLITS},
         "detector_rate": detected / n if s["detector_check"] else None,
         "detector": "dlib HOG frontal face detector" if s["detector_check"] else None,
         "n_multiple_faces": sum(1 for k in rows["n_faces"] if k > 1),

@@ -11,7 +11,6 @@ Every input is accounted for: n_ok + n_rejected = n_total.
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import time
@@ -22,13 +21,13 @@ import numpy as np
 from tqdm import tqdm
 
 from facedet3d.data.manifest import read_manifest
+from facedet3d.data.rejects import read_rejects, write_rejects
 from facedet3d.data.records import read_records, stack_fields, write_records
 from facedet3d.data.jsonfile import write_json_atomic
 from facedet3d.errors import UserError
 
 log = logging.getLogger(__name__)
 
-REJECT_COLUMNS = ["input", "stage", "reason"]
 _ROW_FIELDS = ["id", "path", "identity", "split", "kind", "sequence", "frame"]
 
 
@@ -38,23 +37,6 @@ def extract_dir(config: dict) -> Path:
 
 def manifest_path(config: dict) -> Path:
     return Path(config["results_dir"]) / "data" / "manifest.csv"
-
-
-def write_rejects(path: Path, rows: list[dict]) -> Path:
-    """Write rejects (dicts with input, stage, reason) as CSV atomically; a header even when empty."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=REJECT_COLUMNS)
-        writer.writeheader()
-        writer.writerows({k: r[k] for k in REJECT_COLUMNS} for r in rows)
-    tmp.replace(path)
-    return path
-
-
-def read_rejects(path: Path) -> list[dict]:
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
 
 
 def run_chunk(config: dict, chunk: int) -> Path:
