@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 # Extra pip arguments for torch, e.g. a CPU-only index on machines whose default torch is a CUDA build.
 TORCH_PIP_ARGS ?=
 
-.PHONY: demo test lint dry-run clean-results
+.PHONY: demo test lint dry-run clean-results detail-net
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,3 +29,14 @@ lint: $(STAMP)
 
 dry-run: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake -n --cores 2
+
+# Rebuild the shipped detail-network weights (README, extraction; ~25 min on 2 cores): a synthetic
+# set of its own seed (configs/detail_net.yaml), shape from shading on every image, training.
+DETAIL_NET_DIR := results/detail_net
+detail-net: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --profile profiles/default --cores 2 \
+		--configfile config.yaml configs/detail_net.yaml -- synth
+	$(BIN)/python -m facedet3d.extract.detail_net_train collect --results $(DETAIL_NET_DIR) \
+		--out $(DETAIL_NET_DIR)/samples.npy
+	$(BIN)/python -m facedet3d.extract.detail_net_train train --data $(DETAIL_NET_DIR)/samples.npy \
+		--out facedet3d/extract/weights/detail_net.pt

@@ -22,13 +22,15 @@ from facedet3d.extract.builtin import BuiltinExtractor, ExtractResult
 from facedet3d.extract.detail import log_shading_ratio, recover_detail, sh_normal_gradient
 from facedet3d.extract.errors import ExtractError, NoFaceError
 from facedet3d.extract.fit import FaceFit, rotation_and_derivatives, solve_light, srgb_to_linear, texel_albedo_basis
-from facedet3d.extract.quality import detail_correlation
+from facedet3d.extract.quality import correlation_from_moments, detail_correlation, detail_moments, masked_highpass
+from facedet3d.face.layout import face_mask_uv
 from facedet3d.extract.unwrap import unwrap
 from facedet3d.render.camera import rotation_matrix
 from facedet3d.render.shading import sh_from_light, sh_irradiance
 from tests.conftest import REPO
 
 T, S = 256, 512  # texture and detail sizes of the extractor under test
+DETAIL_NET_GAIN = 0.05  # least gain of the detail network over shape from shading alone (mean corr)
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +81,8 @@ def test_extraction_returns_complete_results(extracted, extractor):
         assert 0.35 < r.texture_mask.mean() < 0.6  # the face covers ~56 % of the UV square
         assert np.all(r.texture[~r.texture_mask] == 0)
         assert r.detail.shape == (S, S) and r.detail.dtype == np.float32 and np.all(np.isfinite(r.detail))
-        assert 0.002 < r.detail[r.detail != 0].std() < 0.5  # mm
+        print(f"detail std {r.detail[r.detail != 0].std():.4f} sfs {r.detail_sfs[r.detail_sfs != 0].std():.4f} mm")
+        assert 0.0005 < r.detail[r.detail != 0].std() < 0.5  # mm; the network is faint where unsure
         assert set(r.timings) == {"detect", "landmarks", "fit", "unwrap", "detail"}
 
 
@@ -113,15 +116,18 @@ def test_fitted_pose_and_expression_follow_the_truth(extracted, synthetic, recor
 
 
 def test_detail_maps_correlate_with_the_ground_truth(extracted, synthetic, record_property):
-    corr = [detail_correlation(r.detail, synthetic["detail"][i].astype(np.float32), r.texture_mask)
-            for i, r in enumerate(extracted)]
-    print(f"\ndetail_corr per image {np.round(corr, 3)}, mean {np.mean(corr):.3f}")
+    truth = [synthetic["detail"][i].astype(np.float32) for i in range(len(extracted))]
+    corr = [detail_correlation(r.detail, truth[i], r.texture_mask) for i, r in enumerate(extracted)]
+    corr_sfs = [detail_correlation(r.detail_sfs, truth[i], r.texture_mask) for i, r in enumerate(extracted)]
+    print(f"\ndetail_corr per image {np.round(corr, 3)}, mean {np.mean(corr):.3f}; "
+          f"shape from shading alone {np.round(corr_sfs, 3)}, mean {np.mean(corr_sfs):.3f}")
     record_property("detail_corr", float(np.mean(corr)))
-    # Honest bar, not the 0.6: these six renders give 0.24 (0.06-0.52 per image); 37
-    # renders of another seed give 0.10. Misregistration of ~0.5 px already halves it, and even
-    # the true fit only reaches ~0.3 (next test): most of the true relief (pores, fine forehead
-    # lines) barely shows in a 256² render (facedet3d/extract/detail.py, limits).
-    assert np.mean(corr) > 0.1
+    record_property("detail_corr_sfs", float(np.mean(corr_sfs)))
+    # Shape from shading alone stays low (misregistration of ~0.5 px already halves it, and even
+    # the true fit only reaches ~0.3, next test); the detail network, trained on other identities
+    # of another seed, must add to it on these unseen renders (seed 7).
+    assert np.mean(corr_sfs) > 0.1
+    assert np.mean(corr) > np.mean(corr_sfs) + DETAIL_NET_GAIN
 
 
 def test_detail_recovery_given_the_true_fit(extractor, synthetic, record_property):
@@ -242,6 +248,20 @@ def test_detail_correlation_is_one_for_the_truth_and_drops_when_shifted():
     assert detail_correlation(-truth, truth) == pytest.approx(-1.0)
     assert abs(detail_correlation(np.roll(truth, 8, axis=1), truth)) < 0.1
     assert np.isnan(detail_correlation(truth, truth, np.zeros((64, 64), bool)))
+
+
+def test_pooled_correlation_from_summed_moments_is_the_correlation_of_all_texels():
+    rng = np.random.default_rng(1)
+    truths = [rng.normal(size=(256, 256)).astype(np.float32) * s for s in (0.1, 1.0)]
+    preds = [t + rng.normal(size=t.shape).astype(np.float32) * 0.5 for t in truths]
+    moments = [detail_moments(p, t) for p, t in zip(preds, truths)]
+    assert correlation_from_moments(moments[0]) == pytest.approx(detail_correlation(preds[0], truths[0]))
+    region = face_mask_uv(256, 3.0)
+    hp = lambda a: masked_highpass(a, region, 15.0)[region]  # noqa: E731
+    pooled = np.corrcoef(np.concatenate([hp(p) for p in preds]), np.concatenate([hp(t) for t in truths]))[0, 1]
+    assert correlation_from_moments(np.sum(moments, 0)) == pytest.approx(pooled, abs=1e-6)
+    # The deeply wrinkled map dominates the pooled figure, not the per-map mean.
+    assert correlation_from_moments(np.sum(moments, 0)) > np.mean([correlation_from_moments(m) for m in moments])
 
 
 def test_missing_landmark_model_is_a_user_error(monkeypatch):

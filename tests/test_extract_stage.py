@@ -90,4 +90,7 @@ def test_builtin_backend_on_synthetic_renders_reports_detail_corr(synthetic_resu
     summary = stage.run_chunk(config, 0) and stage.merge(config)
     assert summary["n_ok"] >= 25  # tiny 128² renders: a few may be missed by the detector
     assert summary["detail_corr"] is not None and -1.0 <= summary["detail_corr"] <= 1.0
+    for key in ("detail_corr_pooled", "detail_corr_sfs", "detail_corr_sfs_pooled"):
+        assert summary[key] is not None and -1.0 <= summary[key] <= 1.0, key
+    assert summary["detail_net"] is True
     assert summary["landmark_error_px"] < 5.0

@@ -7,7 +7,9 @@ Every backend returns the same fields so a chunk's records stack into one file:
   translation (3,) mm and focal px: p_cam = R(pose) (p - FACE_PIVOT) + translation, i.e. the
   camera-space position of camera.FACE_PIVOT (the synthetic renders': (offset_x, offset_y, -distance))
   sh (27,) · texture (T, T, 3) uint8 · texture_mask (T, T) bool · detail (S, S) float16 mm
-  detail_corr: correlation with the generator's ground truth (NaN without one) · notes
+  detail_corr: correlation with the generator's ground truth (NaN without one) · detail_moments
+  (6,): its sums, for a pooled correlation · detail_sfs_corr, detail_sfs_moments: the same for
+  shape from shading alone, before the detail network (builtin only) · notes
 Values a backend does not know are NaN. A problem with one input raises a UserError
 (BadImageError, NoFaceError, FdsFolderError): the stage writes it to rejects.csv.
 """
@@ -55,12 +57,23 @@ class _GroundTruthScorer:
 
             self.truth = SyntheticGroundTruth(config["results_dir"])
 
-    def __call__(self, row: dict, detail: np.ndarray, mask: np.ndarray) -> float:
+    def __call__(self, row: dict, detail: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Sums (6,) of :func:`~facedet3d.extract.quality.detail_moments`; NaN without truth."""
         if self.truth is None or row["id"] not in self.truth:
-            return float("nan")
-        from facedet3d.extract.quality import detail_correlation
+            return np.full(6, np.nan)
+        from facedet3d.extract.quality import detail_moments
 
-        return float(detail_correlation(detail, self.truth.get(row).detail, mask))
+        return detail_moments(detail, self.truth.get(row).detail, mask)
+
+
+def _scores(name: str, moments: np.ndarray) -> dict:
+    """Record fields ``<name>_corr`` (this image's correlation with the truth) and
+    ``<name>_moments`` (6,) (its sums, for the pooled correlation over a split)."""
+    from facedet3d.extract.quality import correlation_from_moments
+
+    moments = np.asarray(moments, np.float64)
+    corr = correlation_from_moments(moments) if np.isfinite(moments).all() else np.nan
+    return {f"{name}_corr": np.float32(corr), f"{name}_moments": moments}
 
 
 class BuiltinBackend:
@@ -71,10 +84,14 @@ class BuiltinBackend:
     def __init__(self, config: dict):
         from facedet3d.extract.builtin import BuiltinExtractor
 
+        from facedet3d.extract.detail_net import WEIGHTS, load_weights
+
         s = config["extract"]
         self.max_side = config["ingest"]["max_image_side"]
+        net = load_weights(s["detail_net_weights"] or WEIGHTS) if s["detail_net"] else None
         self.extractor = BuiltinExtractor(fitting_model(config), texture_size=s["texture_size"],
-                                          detail_size=s["detail_size"], mesh_resolution=s["mesh_resolution"])
+                                          detail_size=s["detail_size"], mesh_resolution=s["mesh_resolution"],
+                                          detail_net=net)
         self.score = _GroundTruthScorer(config)
 
     def extract_row(self, row: dict, manifest_dir: Path) -> dict:
@@ -92,7 +109,8 @@ class BuiltinBackend:
             "translation": np.asarray(r.translation, np.float32), "focal": np.float32(r.focal),
             "sh": np.asarray(r.sh, np.float32), "texture": r.texture, "texture_mask": r.texture_mask,
             "detail": r.detail.astype(np.float16),
-            "detail_corr": np.float32(self.score(row, r.detail, r.texture_mask)),
+            **_scores("detail", self.score(row, r.detail, r.texture_mask)),
+            **_scores("detail_sfs", self.score(row, r.detail_sfs, r.texture_mask)),
             "notes": "; ".join(notes),
         }
 
@@ -122,7 +140,8 @@ class FdsBackend:
             "translation": np.asarray(cam.get("translation", _nan(3)), np.float32),
             "focal": np.float32(cam.get("focal", np.nan)), "sh": _nan(27),
             "texture": r.texture, "texture_mask": r.texture_mask, "detail": r.detail.astype(np.float16),
-            "detail_corr": np.float32(np.nan), "notes": "; ".join([f"uv_layout={r.uv_layout}", *r.notes]),
+            **_scores("detail", np.full(6, np.nan)), **_scores("detail_sfs", np.full(6, np.nan)),
+            "notes": "; ".join([f"uv_layout={r.uv_layout}", *r.notes]),
         }
 
 
@@ -152,6 +171,7 @@ class SyntheticGtBackend:
             "translation": np.array([gt.offset[0], gt.offset[1], -gt.distance], np.float32), "focal": np.float32(gt.focal),
             "sh": np.asarray(gt.sh, np.float32), "texture": texture,
             "texture_mask": np.ones(texture.shape[:2], bool), "detail": detail.astype(np.float16),
+            **_scores("detail", np.full(6, np.nan)), **_scores("detail_sfs", np.full(6, np.nan)),
             "detail_corr": np.float32(1.0), "notes": "synthetic ground truth",
         }
 

@@ -20,7 +20,8 @@ import cv2
 import numpy as np
 import torch
 
-from facedet3d.extract.detail import log_shading_ratio, recover_detail
+from facedet3d.extract.detail import DetailResult, log_shading_ratio, recover_detail, to_output_size
+from facedet3d.extract.detail_net import DetailNet, load_weights, refine_detail
 from facedet3d.extract.errors import ExtractError, NoFaceError
 from facedet3d.extract.fit import (INTERIOR, REFINE_SCHEDULE, FaceFit, ModelFitter, default_focal,
                                    srgb_to_linear, texel_albedo_basis)
@@ -44,7 +45,9 @@ class ExtractResult:
     landmark_error_px: mean distance between the fitted model's projected landmarks and
     dlib's, jaw (0-16) excluded.
     texture (T, T, 3) uint8 sRGB image colours in UV; texture_mask (T, T) bool visible texels.
-    detail (S, S) float32: displacement along the normal in mm (UV layout), 0 where unknown.
+    detail (S, S) float32: displacement along the normal in mm (UV layout), 0 where unknown:
+    shape from shading refined by the detail network, or shape from shading alone without one.
+    detail_sfs (S, S) float32: shape from shading alone; shading: its maps on the texture grid.
     timings: seconds for detect, landmarks, fit, unwrap, detail.
     image_size: (H, W) of the input.
     """
@@ -63,6 +66,8 @@ class ExtractResult:
     texture: np.ndarray
     texture_mask: np.ndarray
     detail: np.ndarray
+    detail_sfs: np.ndarray | None = None
+    shading: DetailResult | None = None
     timings: dict = field(default_factory=dict)
     image_size: tuple[int, int] = (0, 0)
 
@@ -88,11 +93,13 @@ class BuiltinExtractor:
         work_face_px: faces whose detected box is larger are downscaled to this size for fitting,
             unwrapping and detail recovery (a 256² render's face box is ~180 px; the UV maps
             hold no more detail than that at texture_size 256).
+        detail_net: the detail refinement network (:mod:`.detail_net`); "shipped" = the weights
+            in the package, None = shape from shading alone.
     """
 
     def __init__(self, model: MorphableModel | None = None, texture_size: int = 256, detail_size: int = 512,
                  mesh_resolution: int = 128, refine_schedule: tuple[tuple[float, int, int], ...] = REFINE_SCHEDULE,
-                 detect_max_side: int = 640, work_face_px: int = 200):
+                 detect_max_side: int = 640, work_face_px: int = 200, detail_net: DetailNet | str | None = "shipped"):
         from facedet3d.extract.detect import FaceDetector
         from facedet3d.extract.landmarks import LandmarkDetector
 
@@ -110,6 +117,7 @@ class BuiltinExtractor:
         self.landmarker = LandmarkDetector()
         fit_size = max([int(level[2]) for level in self.refine_schedule] + [64])
         self.fitter = ModelFitter(model, fit_size=fit_size)
+        self.detail_net = load_weights() if detail_net == "shipped" else detail_net
 
     def _detect(self, image: np.ndarray):
         """The largest face box (in full-image pixels) and the number of faces found."""
@@ -176,7 +184,12 @@ class BuiltinExtractor:
         t = time.perf_counter()
         with torch.no_grad():
             ratio = log_shading_ratio(linear, self.model, fit.camera(), verts_cam, fit.sh, unwrapped)
-        detail = recover_detail(unwrapped, fit.sh, ratio, self.detail_size)
+        shading = recover_detail(unwrapped, fit.sh, ratio, self.detail_size)
+        detail = shading.detail
+        if self.detail_net is not None:
+            refined = refine_detail(self.detail_net, shading.rho, shading.b_col, shading.b_row, shading.detail_t,
+                                    shading.mask, unwrapped.mask)
+            detail = to_output_size(refined, unwrapped.mask, self.detail_size)
         timings["detail"] = time.perf_counter() - t
 
         return ExtractResult(
@@ -184,5 +197,5 @@ class BuiltinExtractor:
             landmarks=landmarks.astype(np.float32), shape=fit.shape, expr=fit.expr, albedo=fit.albedo,
             pose=fit.pose, translation=fit.translation, focal=float(default_focal((h, w))), sh=fit.sh,
             landmark_error_px=lm_error, texture=unwrapped.texture, texture_mask=unwrapped.mask,
-            detail=detail.detail, timings=timings, image_size=(int(h), int(w)),
+            detail=detail, detail_sfs=shading.detail, shading=shading, timings=timings, image_size=(int(h), int(w)),
         )

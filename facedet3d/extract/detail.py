@@ -45,7 +45,9 @@ Limits
 * Everything hinges on registration: a fit off by half a millimetre (~0.6 px at 256²) halves
   the correlation with the true map; coarse-model errors (nose, lip and lid outlines) show up
   as false creases. On the synthetic 256² renders the correlation with the ground truth is
-  ~0.1-0.2 with the fitted model and ~0.3-0.4 with the true one (README, extraction).
+  ~0.2 with the fitted model and ~0.3 with the true one; without the renders' sensor noise
+  and 8-bit quantisation the true fit would reach ~0.45, and at 512² renders ~0.4 (README,
+  extraction). :mod:`.detail_net` adds a learned prior on top of this module's output.
 """
 
 from __future__ import annotations
@@ -109,12 +111,17 @@ def log_shading_ratio(image_linear: np.ndarray, model: MorphableModel, camera: C
 
 @dataclass
 class DetailResult:
-    """detail: (S, S) float32 mm, 0 outside the mask; mask: (T, T) bool texels used;
-    rho: (T, T) float32 the high-passed log shading ratio; strength: (T, T) float32 |a| (1/mm)."""
+    """detail: (S, S) float32 mm, 0 outside the mask; detail_t: the same on the texture grid
+    (T, T); mask: (T, T) bool texels used; rho: (T, T) float32 the high-passed log shading
+    ratio; b_col, b_row: (T, T) float32 its shading direction, ρ ≈ b_col ∂d/∂col + b_row ∂d/∂row
+    (d in mm, texel steps); strength: (T, T) float32 |b|."""
 
     detail: np.ndarray
+    detail_t: np.ndarray
     mask: np.ndarray
     rho: np.ndarray
+    b_col: np.ndarray
+    b_row: np.ndarray
     strength: np.ndarray
 
 
@@ -221,9 +228,16 @@ def recover_detail(unwrapped: Unwrapped, sh: np.ndarray, log_ratio: np.ndarray, 
     kappa = shrink * float(np.median(mag[mask])) if mask.any() else 1.0
     rho_n = rho * mag / (mag * mag + kappa * kappa)  # ≈ b̂ · ∇d, damped where the signal is weak
     d = _deconvolve(np.where(mask, rho_n, 0.0), b_col, b_row, lam, mu)
-    d = masked_highpass(d.astype(np.float32), mask, cutoff_mm)
-    if out_size != size:
-        m_out = cv2.resize(mask.astype(np.float32), (out_size, out_size), interpolation=cv2.INTER_LINEAR) > 0.5
-        d = cv2.resize(d, (out_size, out_size), interpolation=cv2.INTER_CUBIC) * m_out
-    return DetailResult(detail=d.astype(np.float32), mask=mask, rho=rho.astype(np.float32),
+    d_t = masked_highpass(d.astype(np.float32), mask, cutoff_mm)
+    return DetailResult(detail=to_output_size(d_t, mask, out_size), detail_t=d_t, mask=mask,
+                        rho=rho.astype(np.float32), b_col=b_col.astype(np.float32), b_row=b_row.astype(np.float32),
                         strength=mag.astype(np.float32))
+
+
+def to_output_size(detail: np.ndarray, mask: np.ndarray, out_size: int) -> np.ndarray:
+    """A detail map on the texture grid (T, T) resampled (bicubic) to (out_size, out_size)
+    float32, 0 outside ``mask`` (T, T) bool."""
+    if out_size == detail.shape[0]:
+        return np.where(mask, detail, 0.0).astype(np.float32)
+    m_out = cv2.resize(mask.astype(np.float32), (out_size, out_size), interpolation=cv2.INTER_LINEAR) > 0.5
+    return (cv2.resize(detail.astype(np.float32), (out_size, out_size), interpolation=cv2.INTER_CUBIC) * m_out)

@@ -37,6 +37,34 @@ def masked_highpass(values: np.ndarray, mask: np.ndarray, cutoff_mm: float) -> n
     return (values.astype(np.float32) - low) * m
 
 
+def detail_moments(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None = None, size: int = 256,
+                   cutoff_mm: float = 15.0, margin_mm: float = 3.0) -> np.ndarray:
+    """Sums (n, Σp, Σg, Σp², Σg², Σpg) (6,) float64 of an extracted detail map (S, S) and the
+    ground truth (S', S'), prepared as in :func:`detail_correlation`; zeros when fewer than
+    100 texels remain. Summed over images they give the pooled correlation
+    (:func:`correlation_from_moments`)."""
+    p = resample(pred, size)
+    g = resample(gt, size)
+    region = layout.face_mask_uv(size, margin_mm)
+    if mask is not None:
+        m = resample(np.asarray(mask, np.float32), size) > 0.99
+        region &= m
+    if region.sum() < 100:
+        return np.zeros(6)
+    p = masked_highpass(p, region, cutoff_mm)[region].astype(np.float64)
+    g = masked_highpass(g, region, cutoff_mm)[region].astype(np.float64)
+    return np.array([p.size, p.sum(), g.sum(), (p * p).sum(), (g * g).sum(), (p * g).sum()])
+
+
+def correlation_from_moments(moments: np.ndarray) -> float:
+    """Pearson correlation from the sums of :func:`detail_moments` (6,); NaN when undefined."""
+    n, sp, sg, spp, sgg, spg = (float(v) for v in moments)
+    if n < 2:
+        return float("nan")
+    cov, vp, vg = spg - sp * sg / n, spp - sp * sp / n, sgg - sg * sg / n
+    return cov / np.sqrt(vp * vg) if vp > 0 and vg > 0 else float("nan")
+
+
 def detail_correlation(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None = None, size: int = 256,
                        cutoff_mm: float = 15.0, margin_mm: float = 3.0) -> float:
     """Pearson correlation of an extracted detail map (S, S) with the ground truth (S', S').
@@ -48,16 +76,4 @@ def detail_correlation(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None
     extraction's visibility mask; None = everywhere). Returns NaN when fewer than 100 texels
     remain or either map is constant there.
     """
-    p = resample(pred, size)
-    g = resample(gt, size)
-    region = layout.face_mask_uv(size, margin_mm)
-    if mask is not None:
-        m = resample(np.asarray(mask, np.float32), size) > 0.99
-        region &= m
-    if region.sum() < 100:
-        return float("nan")
-    p = masked_highpass(p, region, cutoff_mm)[region]
-    g = masked_highpass(g, region, cutoff_mm)[region]
-    p, g = p - p.mean(), g - g.mean()
-    denom = float(np.sqrt((p * p).sum() * (g * g).sum()))
-    return float((p * g).sum() / denom) if denom > 0 else float("nan")
+    return float(correlation_from_moments(detail_moments(pred, gt, mask, size, cutoff_mm, margin_mm)))

@@ -4,7 +4,8 @@ Outputs under ``<results_dir>/extract/``:
   chunks/<chunk>.h5            one row per accepted input (see :mod:`facedet3d.extract.backends`)
   chunks/<chunk>.rejects.csv   input, stage, reason for every input the chunk could not use
   rejects.csv                  all rejects, those of `ingest` included
-  summary.json                 n_ok, n_rejected, n_total, detail_corr, landmark_error_px, s_per_image
+  summary.json                 n_ok, n_rejected, n_total, detail_corr (+ _pooled, _sfs, _sfs_pooled),
+                               landmark_error_px, s_per_image
   preview.png                  input | texture map | detail map | shaded detailed geometry
 Every input is accounted for: n_ok + n_rejected = n_total.
 """
@@ -67,7 +68,8 @@ def run_chunk(config: dict, chunk: int) -> Path:
     arrays = stack_fields(fields)
     if not arrays:  # every row rejected: an empty record file that merge and annotate can still read
         arrays = {k: np.zeros(0, dtype=object) for k in _ROW_FIELDS}
-        arrays |= {k: np.zeros(0, np.float32) for k in ("detail_corr", "landmark_error_px")}
+        arrays |= {k: np.zeros(0, np.float32) for k in ("detail_corr", "detail_sfs_corr", "landmark_error_px")}
+        arrays |= {k: np.zeros((0, 6)) for k in ("detail_moments", "detail_sfs_moments")}
         arrays |= {"landmarks": np.zeros((0, 68, 2), np.float32), "expr": np.zeros((0, 17), np.float32)}
     write_records(out / f"{name}.h5", arrays, attrs={"backend": backend.name, "chunk": chunk, "n": len(fields["id"])})
     write_rejects(out / f"{name}.rejects.csv", rejects)
@@ -94,7 +96,7 @@ def merge(config: dict) -> dict:
     seconds, n_rows = 0.0, 0
     for path in paths:
         rejects += read_rejects(path.with_name(path.stem + ".rejects.csv"))
-        for key, value in read_records(path, ["id", "split", "detail_corr", "landmark_error_px"]).items():
+        for key, value in read_records(path, ["id", "split", *_SCORE_FIELDS, "landmark_error_px"]).items():
             small[key].extend(value.tolist())
         timing = json.loads(path.with_suffix(".timing.json").read_text())
         seconds += timing["seconds"]
@@ -108,6 +110,18 @@ def merge(config: dict) -> dict:
     return summary
 
 
+_SCORE_FIELDS = ["detail_corr", "detail_moments", "detail_sfs_corr", "detail_sfs_moments"]
+
+
+def _pooled(moments) -> float | None:
+    """Pooled correlation over images from their summed moments (quality.detail_moments)."""
+    from facedet3d.extract.quality import correlation_from_moments
+
+    rows = [m for m in moments if np.isfinite(m).all()]
+    value = correlation_from_moments(np.sum(rows, axis=0)) if rows else float("nan")
+    return round(float(value), 4) if np.isfinite(value) else None
+
+
 def _mean(values) -> float | None:
     values = [v for v in values if v is not None and np.isfinite(v)]
     return round(float(np.mean(values)), 4) if values else None
@@ -115,7 +129,8 @@ def _mean(values) -> float | None:
 
 def _summary(config: dict, small: dict, rejects: list[dict], seconds: float, n_rows: int) -> dict:
     n_ok = len(small["id"])
-    held_out = [c for c, s in zip(small["detail_corr"], small["split"]) if s == "test"]
+    test = [s == "test" for s in small["split"]]
+    held_out = {k: [v for v, t in zip(small[k], test) if t] for k in _SCORE_FIELDS}
     reasons: dict[str, int] = defaultdict(int)
     for r in rejects:
         reasons[r["reason"].split(":")[0]] += 1
@@ -127,8 +142,14 @@ def _summary(config: dict, small: dict, rejects: list[dict], seconds: float, n_r
         "reject_reasons": dict(sorted(reasons.items())),
         # Pearson correlation of extracted vs ground-truth detail maps (fine scales, face
         # region), on held-out (test split) synthetic identities; None without ground truth.
-        "detail_corr": _mean(held_out),
+        "detail_corr": _mean(held_out["detail_corr"]),
         "detail_corr_all": _mean(small["detail_corr"]),
+        # One correlation over all held-out texels together (maps with deep wrinkles weigh more).
+        "detail_corr_pooled": _pooled(held_out["detail_moments"]),
+        # The same two for shape from shading alone (builtin backend, before the detail network).
+        "detail_corr_sfs": _mean(held_out["detail_sfs_corr"]),
+        "detail_corr_sfs_pooled": _pooled(held_out["detail_sfs_moments"]),
+        "detail_net": bool(config["extract"]["backend"] == "builtin" and config["extract"]["detail_net"]),
         "landmark_error_px": _mean(small["landmark_error_px"]),
         "s_per_image": round(seconds / n_rows, 4) if n_rows else None,
     }
