@@ -136,7 +136,7 @@ def train(data: Path, out: Path, steps: int = 2400, batch: int = 8, crop: int = 
         loss.backward()
         opt.step()
         sched.step()
-        running.append(float(loss))
+        running.append(loss.item())
         if step % log_every == 0 or step == steps:  # maintenance: status line and stats.jsonl
             row = {"step": step, "loss": float(np.mean(running)), "lr": sched.get_last_lr()[0],
                    "seconds": round(time.perf_counter() - start, 1)}
