@@ -41,7 +41,7 @@ def test_refinement_keeps_the_texture_grid_and_the_visibility(tmp_path):
         mask[size // 4:3 * size // 4, size // 4:3 * size // 4] = True
         visible = np.zeros_like(mask)
         visible[size // 8:7 * size // 8] = True
-        out = refine_detail(net, *maps, mask, visible)
+        out = refine_detail(net, *maps, mask, maps[0], visible)
         assert out.shape == (size, size) and out.dtype == np.float32
         assert np.all(out[~visible] == 0) and np.isfinite(out).all() and np.abs(out[visible]).max() > 0
 

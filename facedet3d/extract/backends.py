@@ -83,7 +83,6 @@ class BuiltinBackend:
 
     def __init__(self, config: dict):
         from facedet3d.extract.builtin import BuiltinExtractor
-
         from facedet3d.extract.detail_net import WEIGHTS, load_weights
 
         s = config["extract"]

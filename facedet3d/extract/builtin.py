@@ -188,7 +188,7 @@ class BuiltinExtractor:
         detail = shading.detail
         if self.detail_net is not None:
             refined = refine_detail(self.detail_net, shading.rho, shading.b_col, shading.b_row, shading.detail_t,
-                                    shading.mask, unwrapped.mask)
+                                    shading.mask, shading.rho_all, unwrapped.mask)
             detail = to_output_size(refined, unwrapped.mask, self.detail_size)
         timings["detail"] = time.perf_counter() - t
 

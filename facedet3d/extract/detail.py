@@ -114,7 +114,8 @@ class DetailResult:
     """detail: (S, S) float32 mm, 0 outside the mask; detail_t: the same on the texture grid
     (T, T); mask: (T, T) bool texels used; rho: (T, T) float32 the high-passed log shading
     ratio; b_col, b_row: (T, T) float32 its shading direction, ρ ≈ b_col ∂d/∂col + b_row ∂d/∂row
-    (d in mm, texel steps); strength: (T, T) float32 |b|."""
+    (d in mm, texel steps); strength: (T, T) float32 |b|; rho_all: (T, T) float32 the log shading
+    ratio high-passed over every visible texel (not only those shape from shading trusts)."""
 
     detail: np.ndarray
     detail_t: np.ndarray
@@ -123,6 +124,7 @@ class DetailResult:
     b_col: np.ndarray
     b_row: np.ndarray
     strength: np.ndarray
+    rho_all: np.ndarray
 
 
 def detail_mask(unwrapped: Unwrapped, erode_px: int = 2, min_albedo: float = 0.06,
@@ -229,9 +231,12 @@ def recover_detail(unwrapped: Unwrapped, sh: np.ndarray, log_ratio: np.ndarray, 
     rho_n = rho * mag / (mag * mag + kappa * kappa)  # ≈ b̂ · ∇d, damped where the signal is weak
     d = _deconvolve(np.where(mask, rho_n, 0.0), b_col, b_row, lam, mu)
     d_t = masked_highpass(d.astype(np.float32), mask, cutoff_mm)
+    seen = unwrapped.mask & (log_ratio != 0)
+    rho_all = masked_highpass(np.clip(np.where(seen, log_ratio, 0.0), -max_ratio, max_ratio).astype(np.float32),
+                              seen, rho_cutoff_mm)
     return DetailResult(detail=to_output_size(d_t, mask, out_size), detail_t=d_t, mask=mask,
                         rho=rho.astype(np.float32), b_col=b_col.astype(np.float32), b_row=b_row.astype(np.float32),
-                        strength=mag.astype(np.float32))
+                        strength=mag.astype(np.float32), rho_all=rho_all.astype(np.float32))
 
 
 def to_output_size(detail: np.ndarray, mask: np.ndarray, out_size: int) -> np.ndarray:

@@ -10,6 +10,8 @@ generator's ground truth plays that part. It sees only what shape from shading s
   b_col, b_row  its shading direction, ρ ≈ b · ∇d (normalised by the median |b|),
   sfs        the shape-from-shading estimate (mm ×10),
   mask       texels shape from shading used,
+  ρ_all, visible  the log shading ratio on every visible texel (brows, lid and lip margins,
+             nostrils included, where shape from shading does not trust it) and that mask,
   u, v       the texel's UV position (wrinkle families have anatomical places and orientations),
 
 and predicts the detail map (mm, high-passed at 15 mm) on the texture grid. The network works
@@ -33,7 +35,7 @@ from torch import nn
 from facedet3d.errors import UserError
 
 GRID = 256
-N_INPUTS = 7
+N_INPUTS = 9
 RHO_SCALE = 10.0
 DETAIL_SCALE = 10.0  # network units per mm
 WEIGHTS = Path(__file__).parent / "weights" / "detail_net.pt"
@@ -69,10 +71,13 @@ class DetailNet(nn.Module):
         return self.head(x)
 
 
-def net_inputs(rho: np.ndarray, b_col: np.ndarray, b_row: np.ndarray, sfs: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def net_inputs(rho: np.ndarray, b_col: np.ndarray, b_row: np.ndarray, sfs: np.ndarray, mask: np.ndarray,
+               rho_all: np.ndarray, visible: np.ndarray) -> np.ndarray:
     """The network's input (N_INPUTS, T, T) float32 from shape from shading's maps (T, T)
-    (see :class:`facedet3d.extract.detail.DetailResult`); 0 off the mask except u, v."""
+    (see :class:`facedet3d.extract.detail.DetailResult`) and the visibility mask (T, T) bool;
+    0 off the masks except u, v."""
     m = mask.astype(np.float32)
+    vis = visible.astype(np.float32)
     mag = np.hypot(b_col, b_row)
     kappa = float(np.median(mag[mask])) if mask.any() else 1.0
     kappa = kappa if kappa > 0 else 1.0
@@ -80,7 +85,8 @@ def net_inputs(rho: np.ndarray, b_col: np.ndarray, b_row: np.ndarray, sfs: np.nd
     v, u = np.meshgrid(np.linspace(-1.0, 1.0, size, dtype=np.float32), np.linspace(-1.0, 1.0, size, dtype=np.float32),
                        indexing="ij")
     return np.stack([np.clip(rho * RHO_SCALE, -3, 3) * m, np.clip(b_col / kappa, -4, 4) * m,
-                     np.clip(b_row / kappa, -4, 4) * m, np.clip(sfs * DETAIL_SCALE, -5, 5) * m, m, u, v]).astype(np.float32)
+                     np.clip(b_row / kappa, -4, 4) * m, np.clip(sfs * DETAIL_SCALE, -5, 5) * m, m,
+                     np.clip(rho_all * RHO_SCALE, -3, 3) * vis, vis, u, v]).astype(np.float32)
 
 
 def _resample(a: np.ndarray, size: int) -> np.ndarray:
@@ -118,12 +124,13 @@ def load_weights(path: str | Path = WEIGHTS) -> DetailNet:
 
 
 def refine_detail(net: DetailNet, rho: np.ndarray, b_col: np.ndarray, b_row: np.ndarray, sfs: np.ndarray,
-                  mask: np.ndarray, visible: np.ndarray) -> np.ndarray:
+                  mask: np.ndarray, rho_all: np.ndarray, visible: np.ndarray) -> np.ndarray:
     """The refined detail map (T, T) float32 mm, 0 outside ``visible`` (T, T) bool (the
     unwrapping's visibility mask); inputs as for :func:`net_inputs`, any T (resampled to GRID)."""
     size = rho.shape[0]
-    x = net_inputs(*(_resample(a.astype(np.float32), GRID) for a in (rho, b_col, b_row, sfs)),
-                   _resample(mask.astype(np.float32), GRID) > 0.5)
+    grid = lambda a: _resample(np.asarray(a, np.float32), GRID)  # noqa: E731
+    x = net_inputs(grid(rho), grid(b_col), grid(b_row), grid(sfs), grid(mask) > 0.5, grid(rho_all),
+                   grid(visible) > 0.5)
     with torch.no_grad():
         y = net(torch.from_numpy(x)[None])[0, 0].numpy() / DETAIL_SCALE
     return np.where(visible, _resample(y, size), 0.0).astype(np.float32)

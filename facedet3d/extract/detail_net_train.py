@@ -5,7 +5,7 @@ Two steps, run by ``make detail-net`` on a synthetic set made with ``configs/det
 
 1. :func:`collect` runs the builtin extractor (no network) on every image of the set and keeps
    shape from shading's maps and the ground-truth detail map, resampled to the network grid,
-   in one ``.npy`` array (N, 7, GRID, GRID) float16;
+   in one ``.npy`` array (N, 8, GRID, GRID) float16;
 2. :func:`train` fits the network on random crops (loss: mean squared error of the high-passed
    detail map, mm ×10, over the visible face) and writes the weights as a plain dict.
 
@@ -34,7 +34,7 @@ from facedet3d.face import layout
 log = logging.getLogger(__name__)
 
 # Channels of a collected sample: shape from shading's maps, then the visibility mask and truth.
-SAMPLE = ("rho", "b_col", "b_row", "sfs", "mask", "visible", "truth")
+SAMPLE = ("rho", "b_col", "b_row", "sfs", "mask", "rho_all", "visible", "truth")
 CUTOFF_MM = 15.0
 
 
@@ -57,7 +57,8 @@ def _collect_rows(args) -> list[np.ndarray]:
         except ExtractError:  # no face: nothing to learn from
             continue
         s = r.shading
-        maps = [s.rho, s.b_col, s.b_row, s.detail_t, s.mask, r.texture_mask, resample(truth.get(row).detail, GRID)]
+        maps = [s.rho, s.b_col, s.b_row, s.detail_t, s.mask, s.rho_all, r.texture_mask,
+                resample(truth.get(row).detail, GRID)]
         out.append(np.stack([np.asarray(m, np.float32) for m in maps]).astype(np.float16))
     return out
 
@@ -86,10 +87,10 @@ def sample_tensors(sample: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarr
     1 on the visible face, 0 elsewhere. (Weighting maps by 1 / their variance, so that faint maps
     count as much as deeply wrinkled ones, was tried: validation correlation 0.20 against 0.27.)"""
     s = sample.astype(np.float32)
-    rho, b_col, b_row, sfs, mask, visible, truth = s
+    rho, b_col, b_row, sfs, mask, rho_all, visible, truth = s
     region = layout.face_mask_uv(GRID, 0.0) & (visible > 0.5)
     target = masked_highpass(truth, region, CUTOFF_MM) * DETAIL_SCALE
-    return net_inputs(rho, b_col, b_row, sfs, mask > 0.5), target, region.astype(np.float32)
+    return net_inputs(rho, b_col, b_row, sfs, mask > 0.5, rho_all, visible > 0.5), target, region.astype(np.float32)
 
 
 def correlation(pred: np.ndarray, target: np.ndarray, weight: np.ndarray) -> float:
