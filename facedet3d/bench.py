@@ -19,7 +19,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (per worker)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes (synth)")
     parser.add_argument("--quick", action="store_true", help="fewer sizes and repeats, for a smoke run")
-    parser.add_argument("--config", default="config.yaml", help="config whose sizes the synth/extract benches use")
+    parser.add_argument("--config", action="append", metavar="FILE",
+                        help="config whose sizes the synth/extract benches use; repeat to overlay (default config.yaml)")
+
+
+def _configs(args: argparse.Namespace) -> list[str]:
+    return args.config or ["config.yaml"]
 
 
 def _machine() -> dict:
@@ -51,14 +56,14 @@ def bench_synth(args: argparse.Namespace) -> Iterator[dict]:
     """Synthetic images rendered per second (256² images, 1024² detail maps)."""
     from facedet3d.data.synth_bench import bench_synth as run
 
-    yield from run(workers=args.workers, threads=args.threads, quick=args.quick, config_path=args.config)
+    yield from run(workers=args.workers, threads=args.threads, quick=args.quick, config_paths=_configs(args))
 
 
 def bench_extract(args: argparse.Namespace) -> Iterator[dict]:
     """Builtin extraction time per 256² image on one thread, split over its steps."""
     from facedet3d.extract.bench import bench_extract as run
 
-    yield from run(quick=args.quick, config_path=args.config)
+    yield from run(quick=args.quick, config_paths=_configs(args))
 
 
 def bench_loader(args: argparse.Namespace) -> Iterator[dict]:
@@ -71,7 +76,7 @@ def bench_loader(args: argparse.Namespace) -> Iterator[dict]:
     from facedet3d.config import load_config
     from facedet3d.data.loader_bench import bench_loader as run
 
-    index = Path(load_config([args.config])["results_dir"]) / "shards" / "index.json"
+    index = Path(load_config(_configs(args))["results_dir"]) / "shards" / "index.json"
     yield from run(index_path=index if index.is_file() else None, quick=args.quick)
 
 

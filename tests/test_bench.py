@@ -18,5 +18,15 @@ def test_bench_prints_json_lines_with_contract_keys(run_cmd, name, keys):
     rows = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
     assert rows and all(row["bench"] == name and keys <= set(row) for row in rows)
     assert all(row[k] > 0 for row in rows for k in keys if k != "workers")
+    if name == "extract":  # the extractor the config builds: with the shipped detail network
+        assert all(row["detail_net"] is True for row in rows)
     if name == "loader":
         assert {row["loader"] for row in rows} == {"shards", "files", "memcpy"}
+
+
+def test_bench_config_overlays_apply(run_cmd, tmp_path):
+    overlay = tmp_path / "no_net.yaml"
+    overlay.write_text("extract:\n  detail_net: false\n")
+    proc = run_cmd(["facedet3d", "bench", "extract", "--quick", "--config", "config.yaml", "--config", str(overlay)])
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    assert rows and rows[0]["detail_net"] is False and rows[0]["s_per_image"] > 0

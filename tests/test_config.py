@@ -57,6 +57,14 @@ def test_bad_key_or_type_names_the_key(tmp_path, overlay, named):
     assert f"'{named}'" in str(err.value)
 
 
+def test_an_incomplete_config_names_each_missing_key_once(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_config([_overlay(tmp_path, {"extract": {"detail_net": False}})])
+    message = str(err.value)
+    assert message.count("missing config key") == 2  # the top level and the extract section, once each
+    assert "'results_dir'" in message and "'extract.backend'" in message
+
+
 def test_missing_or_malformed_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_config([tmp_path / "nope.yaml"])

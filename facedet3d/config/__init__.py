@@ -81,7 +81,8 @@ def validate(config: dict) -> dict:
     validator = jsonschema.Draft202012Validator(load_schema())
     errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
-        raise ConfigError("invalid configuration: " + "; ".join(_describe(e) for e in errors))
+        # dict.fromkeys: one message per problem, however many schema branches report it.
+        raise ConfigError("invalid configuration: " + "; ".join(dict.fromkeys(_describe(e) for e in errors)))
     split = config["synth"]["split"]
     if abs(split["train"] + split["val"] + split["test"] - 1.0) > 1e-6:
         raise ConfigError("config key 'synth.split': train + val + test must sum to 1")

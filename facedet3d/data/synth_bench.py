@@ -10,8 +10,8 @@ from __future__ import annotations
 import multiprocessing as mp
 import tempfile
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator
 
 from facedet3d.config import load_config, merge
 
@@ -29,10 +29,10 @@ def _chunk(args: tuple[dict, int, int]) -> None:
 
 
 def bench_synth(workers: int = 2, threads: int = 1, quick: bool = False,
-                config_path: str | Path = REPO_CONFIG) -> Iterator[dict]:
+                config_paths: Sequence[str | Path] = (REPO_CONFIG,)) -> Iterator[dict]:
     per_chunk = 1 if quick else 6
     with tempfile.TemporaryDirectory() as tmp:
-        config = merge(load_config([config_path]), {
+        config = merge(load_config(config_paths), {
             "results_dir": tmp,
             "synth": {"n_identities": max(3, workers * per_chunk), "identities_per_chunk": per_chunk,
                       "image_size": 256, "detail_size": 1024},

@@ -47,6 +47,17 @@ def fitting_model(config: dict):
     return synthetic_model(s["mesh_resolution"] if s["backend"] == "builtin" else config["synth"]["mesh_resolution"])
 
 
+def builtin_extractor(config: dict):
+    """The :class:`~facedet3d.extract.builtin.BuiltinExtractor` the config's ``extract`` section asks for."""
+    from facedet3d.extract.builtin import BuiltinExtractor
+    from facedet3d.extract.detail_net import WEIGHTS, load_weights
+
+    s = config["extract"]
+    net = load_weights(s["detail_net_weights"] or WEIGHTS) if s["detail_net"] else None
+    return BuiltinExtractor(fitting_model(config), texture_size=s["texture_size"], detail_size=s["detail_size"],
+                            mesh_resolution=s["mesh_resolution"], detail_net=net)
+
+
 class _GroundTruthScorer:
     """Scores extracted detail maps against the synthetic generator's ground truth."""
 
@@ -82,15 +93,8 @@ class BuiltinBackend:
     name = "builtin"
 
     def __init__(self, config: dict):
-        from facedet3d.extract.builtin import BuiltinExtractor
-        from facedet3d.extract.detail_net import WEIGHTS, load_weights
-
-        s = config["extract"]
         self.max_side = config["ingest"]["max_image_side"]
-        net = load_weights(s["detail_net_weights"] or WEIGHTS) if s["detail_net"] else None
-        self.extractor = BuiltinExtractor(fitting_model(config), texture_size=s["texture_size"],
-                                          detail_size=s["detail_size"], mesh_resolution=s["mesh_resolution"],
-                                          detail_net=net)
+        self.extractor = builtin_extractor(config)
         self.score = _GroundTruthScorer(config)
 
     def extract_row(self, row: dict, manifest_dir: Path) -> dict:
