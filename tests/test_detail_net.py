@@ -72,19 +72,37 @@ def tiny_synthetic(tmp_path_factory) -> Path:
     return tmp
 
 
+def _mean_loss(net: DetailNet, samples: np.ndarray) -> float:
+    """The training loss over whole maps (not the noisy running mean of random crops)."""
+    losses = []
+    with torch.no_grad():
+        for sample in samples:
+            x, y, w = detail_net_train.sample_tensors(sample)
+            pred = net(torch.from_numpy(x)[None])[0, 0].numpy()
+            losses.append(float(((pred - y) ** 2 * w).sum() / max(w.sum(), 1.0)))
+    return float(np.mean(losses))
+
+
 def test_collect_and_train_write_loadable_weights_and_lower_the_loss(tiny_synthetic, tmp_path):
-    """The same two steps as `make detail-net`, on six 128² renders and 60 steps."""
+    """The same two steps as `make detail-net`, on six 128² renders and 150 steps: the plumbing
+    (samples, stats, weights) and that the optimiser lowers the whole-map loss from its initial
+    weights. Six tiny renders hold too little to learn wrinkles from; what the network learns is
+    measured on the shipped weights (their validation record above, and the gain over shape from
+    shading on unseen renders in test_extract_builtin)."""
     samples = tmp_path / "samples.npy"
     n = detail_net_train.collect(tiny_synthetic, samples, workers=1)
     data = np.load(samples)
     assert n == len(data) and n >= 4 and data.shape[1:] == (len(detail_net_train.SAMPLE), GRID, GRID)
     assert np.abs(data[:, detail_net_train.SAMPLE.index("truth")]).max() > 0
     out = tmp_path / "net.pt"
-    final = detail_net_train.train(samples, out, steps=60, batch=4, crop=64, width=8, val_fraction=0.2,
-                                   log_every=20)
+    final = detail_net_train.train(samples, out, steps=150, batch=4, crop=64, width=8, val_fraction=0.2,
+                                   log_every=50, seed=0)
     rows = [json.loads(line) for line in Path(str(out) + ".stats.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [20, 40, 60]
-    assert rows[-1]["loss"] < rows[0]["loss"]
+    assert [r["step"] for r in rows] == [50, 100, 150] and all(np.isfinite(r["loss"]) for r in rows)
     assert np.isfinite(final["val_corr"]) and np.isfinite(final["val_corr_sfs"])
     net = load_weights(out)
     assert isinstance(net, DetailNet) and net.width == 8
+    torch.manual_seed(0)  # the initial weights train() started from
+    before, after = _mean_loss(DetailNet(8).eval(), data), _mean_loss(net, data)
+    print(f"\nwhole-map loss before {before:.4f}, after 150 steps {after:.4f}")
+    assert after < before
