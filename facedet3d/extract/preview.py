@@ -1,4 +1,5 @@
-"""The extraction preview: per input, image | texture map | detail map | shaded detailed geometry."""
+"""The extraction preview: per input, image | texture map | detail map | (synthetic data: the
+true detail map) | shaded detailed geometry."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 
 from facedet3d.data.images import load_image
 from facedet3d.evaluate.grids import image_grid, save_png
+from facedet3d.extract.quality import resample
 from facedet3d.render.relief import shade_detail_map
 
 N_ROWS = 6
@@ -40,6 +42,11 @@ def extract_preview(config: dict, chunk_paths: list[Path], out: Path) -> Path | 
 
     manifest_dir = Path(config["results_dir"]) / "data"
     model = fitting_model(config)
+    truth = None
+    if config["data"]["source"] == "synthetic":
+        from facedet3d.extract.synthetic_gt import SyntheticGroundTruth
+
+        truth = SyntheticGroundTruth(config["results_dir"])
     rows, labels = [], []
     for path in chunk_paths:
         with h5py.File(path, "r") as f:
@@ -47,6 +54,9 @@ def extract_preview(config: dict, chunk_paths: list[Path], out: Path) -> Path | 
                 image = load_image(resolve_path(manifest_dir, {"path": f["path"].asstr()[i]})).rgb
                 detail = f["detail"][i].astype(np.float32)
                 row = [image, f["texture"][i], shade_detail_map(detail)]
+                if truth is not None:
+                    true_detail = truth.get(f["id"].asstr()[i]).detail
+                    row.append(shade_detail_map(resample(true_detail, detail.shape[0])))
                 if model is not None and "shape" in f and np.all(np.isfinite(f["shape"][i])):
                     row.append(shaded_geometry(model, f["shape"][i], f["expr"][i], f["pose"][i],
                                                f["translation"][i], f["focal"][i], detail, image.shape[:2]))
@@ -54,6 +64,6 @@ def extract_preview(config: dict, chunk_paths: list[Path], out: Path) -> Path | 
                 labels.append(f["id"].asstr()[i][:14])
         if len(rows) >= N_ROWS:
             break
-    columns = ["input", "texture map", "detail map", "shaded geometry"]
+    columns = ["input", "texture map", "detail map"] + (["true detail map"] if truth else []) + ["shaded geometry"]
     grid = image_grid(rows or [[np.ones((8, 8, 3))]], cell=256, col_labels=columns, row_labels=labels)
     return save_png(out, grid)

@@ -6,7 +6,7 @@ Outputs under ``<results_dir>/extract/``:
   rejects.csv                  all rejects, those of `ingest` included
   summary.json                 n_ok, n_rejected, n_total, detail_corr (+ _pooled, _sfs, _sfs_pooled),
                                landmark_error_px, s_per_image
-  preview.png                  input | texture map | detail map | shaded detailed geometry
+  preview.png                  input | texture map | detail map | (synthetic) true detail map | shaded geometry
 Every input is accounted for: n_ok + n_rejected = n_total.
 """
 
