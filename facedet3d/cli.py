@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 
 from facedet3d.config import ConfigError, load_config
@@ -112,7 +113,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def pin_blas_threads() -> None:
+    """One OpenBLAS thread per process unless the user chose otherwise (OPENBLAS_NUM_THREADS).
+
+    Snakemake runs one job per core; numpy's OpenBLAS threads on cores already busy spin and
+    make the small solves of extraction ~100x slower (1.5 s instead of 0.01 s measured on 2
+    cores). Must run before numpy is imported; torch's own threads are not affected.
+    """
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+
 def main(argv: list[str] | None = None) -> int:
+    pin_blas_threads()
     args = build_parser().parse_args(argv)
     # Stage progress goes to stderr, which each Snakemake rule sends to results/logs/<stage>.log.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")

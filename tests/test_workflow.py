@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import yaml
@@ -61,6 +62,18 @@ def test_cli_reports_a_bad_config_in_one_line(run_cmd, tmp_path):
 
 
 @pytest.mark.slow
+def test_cli_pins_one_blas_thread_per_job_unless_told_otherwise(monkeypatch, tmp_path):
+    from facedet3d.cli import main
+
+    missing = str(tmp_path / "missing.yaml")
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    assert main(["synth", "--config", missing]) == 2  # fails on the config, after pinning
+    assert os.environ["OPENBLAS_NUM_THREADS"] == "1"
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "4")
+    main(["synth", "--config", missing])
+    assert os.environ["OPENBLAS_NUM_THREADS"] == "4"
+
+
 def test_snakemake_runs_the_tiny_dag_end_to_end(run_cmd, tiny_config, tmp_path):
     args = ["--configfile", str(tiny_config), "--config", _results(tmp_path)]
     run_cmd(["snakemake", "--cores", "2", *args])
