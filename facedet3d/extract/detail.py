@@ -209,6 +209,13 @@ def _deconvolve(rho: np.ndarray, b_col: np.ndarray, b_row: np.ndarray, lam: floa
     return out
 
 
+def _highpassed_ratio(log_ratio: np.ndarray, mask: np.ndarray, max_ratio: float, cutoff_mm: float) -> np.ndarray:
+    """The log shading ratio (T, T) on ``mask`` (T, T) bool, clipped at ±max_ratio and with
+    structure coarser than ``cutoff_mm`` removed; 0 off the mask."""
+    ratio = np.clip(np.where(mask, log_ratio, 0.0), -max_ratio, max_ratio).astype(np.float32)
+    return masked_highpass(ratio, mask, cutoff_mm)
+
+
 def recover_detail(unwrapped: Unwrapped, sh: np.ndarray, log_ratio: np.ndarray, out_size: int = 512,
                    cutoff_mm: float = 15.0, rho_cutoff_mm: float = 8.0, shrink: float = 1.0, lam: float = 0.2,
                    mu: float = 1e-4, max_ratio: float = 0.7) -> DetailResult:
@@ -222,18 +229,14 @@ def recover_detail(unwrapped: Unwrapped, sh: np.ndarray, log_ratio: np.ndarray, 
     ``max_ratio``: |log ratio| clip (shadows, specular spots, background leaking in).
     """
     mask = detail_mask(unwrapped) & (log_ratio != 0)
-    size = mask.shape[0]
-    ratio = np.clip(np.where(mask, log_ratio, 0.0), -max_ratio, max_ratio).astype(np.float32)
-    rho = masked_highpass(ratio, mask, rho_cutoff_mm)
+    rho = _highpassed_ratio(log_ratio, mask, max_ratio, rho_cutoff_mm)
     b_col, b_row = _shading_direction(unwrapped, sh)
     mag = np.hypot(b_col, b_row)
     kappa = shrink * float(np.median(mag[mask])) if mask.any() else 1.0
     rho_n = rho * mag / (mag * mag + kappa * kappa)  # ≈ b̂ · ∇d, damped where the signal is weak
     d = _deconvolve(np.where(mask, rho_n, 0.0), b_col, b_row, lam, mu)
     d_t = masked_highpass(d.astype(np.float32), mask, cutoff_mm)
-    seen = unwrapped.mask & (log_ratio != 0)
-    rho_all = masked_highpass(np.clip(np.where(seen, log_ratio, 0.0), -max_ratio, max_ratio).astype(np.float32),
-                              seen, rho_cutoff_mm)
+    rho_all = _highpassed_ratio(log_ratio, unwrapped.mask & (log_ratio != 0), max_ratio, rho_cutoff_mm)
     return DetailResult(detail=to_output_size(d_t, mask, out_size), detail_t=d_t, mask=mask,
                         rho=rho.astype(np.float32), b_col=b_col.astype(np.float32), b_row=b_row.astype(np.float32),
                         strength=mag.astype(np.float32), rho_all=rho_all.astype(np.float32))

@@ -27,12 +27,12 @@ import functools
 import pickle
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
 
 from facedet3d.errors import UserError
+from facedet3d.extract.quality import resample
 
 GRID = 256
 N_INPUTS = 9
@@ -89,15 +89,6 @@ def net_inputs(rho: np.ndarray, b_col: np.ndarray, b_row: np.ndarray, sfs: np.nd
                      np.clip(rho_all * RHO_SCALE, -3, 3) * vis, vis, u, v]).astype(np.float32)
 
 
-def _resample(a: np.ndarray, size: int) -> np.ndarray:
-    if a.shape[-1] == size:
-        return a
-    interp = cv2.INTER_AREA if a.shape[-1] > size else cv2.INTER_LINEAR
-    if a.ndim == 2:
-        return cv2.resize(a, (size, size), interpolation=interp)
-    return np.stack([cv2.resize(c, (size, size), interpolation=interp) for c in a])
-
-
 def save_weights(net: DetailNet, path: Path, meta: dict) -> None:
     """Write the network as one plain dict (state_dict, width, meta) atomically."""
     path = Path(path)
@@ -128,9 +119,9 @@ def refine_detail(net: DetailNet, rho: np.ndarray, b_col: np.ndarray, b_row: np.
     """The refined detail map (T, T) float32 mm, 0 outside ``visible`` (T, T) bool (the
     unwrapping's visibility mask); inputs as for :func:`net_inputs`, any T (resampled to GRID)."""
     size = rho.shape[0]
-    grid = lambda a: _resample(np.asarray(a, np.float32), GRID)  # noqa: E731
+    grid = lambda a: resample(a, GRID)  # noqa: E731
     x = net_inputs(grid(rho), grid(b_col), grid(b_row), grid(sfs), grid(mask) > 0.5, grid(rho_all),
                    grid(visible) > 0.5)
     with torch.no_grad():
         y = net(torch.from_numpy(x)[None])[0, 0].numpy() / DETAIL_SCALE
-    return np.where(visible, _resample(y, size), 0.0).astype(np.float32)
+    return np.where(visible, resample(y, size), 0.0).astype(np.float32)

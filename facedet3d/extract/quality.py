@@ -5,6 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from facedet3d.data.uvmaps import resize_map
 from facedet3d.face import layout
 
 # Gaussian sigma (mm) per millimetre of the high-pass cut-off wavelength: a Gaussian low-pass of
@@ -14,11 +15,7 @@ _SIGMA_PER_CUTOFF = 1.0 / 5.34
 
 def resample(detail: np.ndarray, size: int) -> np.ndarray:
     """A UV map (S, S) resampled to (size, size) float32: area averaging down, bilinear up."""
-    detail = np.asarray(detail, dtype=np.float32)
-    if detail.shape[0] == size:
-        return detail
-    interp = cv2.INTER_AREA if detail.shape[0] > size else cv2.INTER_LINEAR
-    return cv2.resize(detail, (size, size), interpolation=interp)
+    return resize_map(np.asarray(detail, dtype=np.float32), size)
 
 
 def masked_highpass(values: np.ndarray, mask: np.ndarray, cutoff_mm: float) -> np.ndarray:
