@@ -23,8 +23,8 @@ from facedet3d.extract.detail import log_shading_ratio, recover_detail, sh_norma
 from facedet3d.extract.errors import ExtractError, NoFaceError
 from facedet3d.extract.fit import FaceFit, rotation_and_derivatives, solve_light, srgb_to_linear, texel_albedo_basis
 from facedet3d.extract.quality import correlation_from_moments, detail_correlation, detail_moments, masked_highpass
-from facedet3d.face.layout import face_mask_uv
 from facedet3d.extract.unwrap import unwrap
+from facedet3d.face.layout import face_mask_uv
 from facedet3d.render.camera import rotation_matrix
 from facedet3d.render.shading import sh_from_light, sh_irradiance
 from tests.conftest import REPO
@@ -81,7 +81,6 @@ def test_extraction_returns_complete_results(extracted, extractor):
         assert 0.35 < r.texture_mask.mean() < 0.6  # the face covers ~56 % of the UV square
         assert np.all(r.texture[~r.texture_mask] == 0)
         assert r.detail.shape == (S, S) and r.detail.dtype == np.float32 and np.all(np.isfinite(r.detail))
-        print(f"detail std {r.detail[r.detail != 0].std():.4f} sfs {r.detail_sfs[r.detail_sfs != 0].std():.4f} mm")
         assert 0.0005 < r.detail[r.detail != 0].std() < 0.5  # mm; the network is faint where unsure
         assert set(r.timings) == {"detect", "landmarks", "fit", "unwrap", "detail"}
 

@@ -61,7 +61,6 @@ def test_cli_reports_a_bad_config_in_one_line(run_cmd, tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-@pytest.mark.slow
 def test_cli_pins_one_blas_thread_per_job_unless_told_otherwise(monkeypatch, tmp_path):
     from facedet3d.cli import main
 
@@ -74,6 +73,7 @@ def test_cli_pins_one_blas_thread_per_job_unless_told_otherwise(monkeypatch, tmp
     assert os.environ["OPENBLAS_NUM_THREADS"] == "4"
 
 
+@pytest.mark.slow
 def test_snakemake_runs_the_tiny_dag_end_to_end(run_cmd, tiny_config, tmp_path):
     args = ["--configfile", str(tiny_config), "--config", _results(tmp_path)]
     run_cmd(["snakemake", "--cores", "2", *args])

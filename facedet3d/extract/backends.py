@@ -58,6 +58,26 @@ def builtin_extractor(config: dict):
                             mesh_resolution=s["mesh_resolution"], detail_net=net)
 
 
+# Maps scored against the generator's ground truth: the extracted detail map and, for the builtin
+# backend, shape from shading's alone (before the detail network). Each gives two record fields.
+SCORED_MAPS = ("detail", "detail_sfs")
+SCORE_FIELDS = tuple(f"{name}_{kind}" for name in SCORED_MAPS for kind in ("corr", "moments"))
+
+
+def _score_fields(maps: dict, truth: np.ndarray | None, mask: np.ndarray | None = None) -> dict:
+    """Record fields ``<name>_corr`` (the map's correlation with the ground truth ``truth``)
+    and ``<name>_moments`` (6,) (its sums, for the pooled correlation over a split) for each
+    name in SCORED_MAPS (maps: name -> (S, S) mm); NaN without a truth."""
+    from facedet3d.extract.quality import correlation_from_moments, detail_moments
+
+    fields = {}
+    for name in SCORED_MAPS:
+        moments = detail_moments(maps[name], truth, mask) if truth is not None else np.full(6, np.nan)
+        corr = correlation_from_moments(moments) if np.isfinite(moments).all() else np.nan
+        fields |= {f"{name}_corr": np.float32(corr), f"{name}_moments": moments}
+    return fields
+
+
 class _GroundTruthScorer:
     """Scores extracted detail maps against the synthetic generator's ground truth."""
 
@@ -68,23 +88,10 @@ class _GroundTruthScorer:
 
             self.truth = SyntheticGroundTruth(config["results_dir"])
 
-    def __call__(self, row: dict, detail: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """Sums (6,) of :func:`~facedet3d.extract.quality.detail_moments`; NaN without truth."""
-        if self.truth is None or row["id"] not in self.truth:
-            return np.full(6, np.nan)
-        from facedet3d.extract.quality import detail_moments
-
-        return detail_moments(detail, self.truth.get(row).detail, mask)
-
-
-def _scores(name: str, moments: np.ndarray) -> dict:
-    """Record fields ``<name>_corr`` (this image's correlation with the truth) and
-    ``<name>_moments`` (6,) (its sums, for the pooled correlation over a split)."""
-    from facedet3d.extract.quality import correlation_from_moments
-
-    moments = np.asarray(moments, np.float64)
-    corr = correlation_from_moments(moments) if np.isfinite(moments).all() else np.nan
-    return {f"{name}_corr": np.float32(corr), f"{name}_moments": moments}
+    def __call__(self, row: dict, maps: dict, mask: np.ndarray) -> dict:
+        """The score fields (:func:`_score_fields`) of one image's maps; the truth is read once."""
+        known = self.truth is not None and row["id"] in self.truth
+        return _score_fields(maps, self.truth.get(row).detail if known else None, mask)
 
 
 class BuiltinBackend:
@@ -112,8 +119,7 @@ class BuiltinBackend:
             "translation": np.asarray(r.translation, np.float32), "focal": np.float32(r.focal),
             "sh": np.asarray(r.sh, np.float32), "texture": r.texture, "texture_mask": r.texture_mask,
             "detail": r.detail.astype(np.float16),
-            **_scores("detail", self.score(row, r.detail, r.texture_mask)),
-            **_scores("detail_sfs", self.score(row, r.detail_sfs, r.texture_mask)),
+            **self.score(row, {"detail": r.detail, "detail_sfs": r.detail_sfs}, r.texture_mask),
             "notes": "; ".join(notes),
         }
 
@@ -143,7 +149,7 @@ class FdsBackend:
             "translation": np.asarray(cam.get("translation", _nan(3)), np.float32),
             "focal": np.float32(cam.get("focal", np.nan)), "sh": _nan(27),
             "texture": r.texture, "texture_mask": r.texture_mask, "detail": r.detail.astype(np.float16),
-            **_scores("detail", np.full(6, np.nan)), **_scores("detail_sfs", np.full(6, np.nan)),
+            **_score_fields({}, None),
             "notes": "; ".join([f"uv_layout={r.uv_layout}", *r.notes]),
         }
 
@@ -174,8 +180,9 @@ class SyntheticGtBackend:
             "translation": np.array([gt.offset[0], gt.offset[1], -gt.distance], np.float32), "focal": np.float32(gt.focal),
             "sh": np.asarray(gt.sh, np.float32), "texture": texture,
             "texture_mask": np.ones(texture.shape[:2], bool), "detail": detail.astype(np.float16),
-            **_scores("detail", np.full(6, np.nan)), **_scores("detail_sfs", np.full(6, np.nan)),
-            "detail_corr": np.float32(1.0), "notes": "synthetic ground truth",
+            **_score_fields({}, None),
+            "detail_corr": np.float32(1.0),  # the truth itself (its moments stay NaN: nothing to pool)
+            "notes": "synthetic ground truth",
         }
 
 

@@ -26,6 +26,7 @@ from facedet3d.data.rejects import read_rejects, write_rejects
 from facedet3d.data.records import read_records, stack_fields, write_records
 from facedet3d.data.jsonfile import write_json_atomic
 from facedet3d.errors import UserError
+from facedet3d.extract.backends import SCORE_FIELDS
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +69,8 @@ def run_chunk(config: dict, chunk: int) -> Path:
     arrays = stack_fields(fields)
     if not arrays:  # every row rejected: an empty record file that merge and annotate can still read
         arrays = {k: np.zeros(0, dtype=object) for k in _ROW_FIELDS}
-        arrays |= {k: np.zeros(0, np.float32) for k in ("detail_corr", "detail_sfs_corr", "landmark_error_px")}
-        arrays |= {k: np.zeros((0, 6)) for k in ("detail_moments", "detail_sfs_moments")}
+        arrays |= {k: np.zeros((0, 6)) if k.endswith("_moments") else np.zeros(0, np.float32) for k in SCORE_FIELDS}
+        arrays |= {"landmark_error_px": np.zeros(0, np.float32)}
         arrays |= {"landmarks": np.zeros((0, 68, 2), np.float32), "expr": np.zeros((0, 17), np.float32)}
     write_records(out / f"{name}.h5", arrays, attrs={"backend": backend.name, "chunk": chunk, "n": len(fields["id"])})
     write_rejects(out / f"{name}.rejects.csv", rejects)
@@ -96,7 +97,7 @@ def merge(config: dict) -> dict:
     seconds, n_rows = 0.0, 0
     for path in paths:
         rejects += read_rejects(path.with_name(path.stem + ".rejects.csv"))
-        for key, value in read_records(path, ["id", "split", *_SCORE_FIELDS, "landmark_error_px"]).items():
+        for key, value in read_records(path, ["id", "split", *SCORE_FIELDS, "landmark_error_px"]).items():
             small[key].extend(value.tolist())
         timing = json.loads(path.with_suffix(".timing.json").read_text())
         seconds += timing["seconds"]
@@ -108,9 +109,6 @@ def merge(config: dict) -> dict:
     summary = _summary(config, small, rejects, seconds, n_rows)
     write_json_atomic(out / "summary.json", summary)
     return summary
-
-
-_SCORE_FIELDS = ["detail_corr", "detail_moments", "detail_sfs_corr", "detail_sfs_moments"]
 
 
 def _pooled(moments) -> float | None:
@@ -130,7 +128,7 @@ def _mean(values) -> float | None:
 def _summary(config: dict, small: dict, rejects: list[dict], seconds: float, n_rows: int) -> dict:
     n_ok = len(small["id"])
     test = [s == "test" for s in small["split"]]
-    held_out = {k: [v for v, t in zip(small[k], test) if t] for k in _SCORE_FIELDS}
+    held_out = {k: [v for v, t in zip(small[k], test) if t] for k in SCORE_FIELDS}
     reasons: dict[str, int] = defaultdict(int)
     for r in rejects:
         reasons[r["reason"].split(":")[0]] += 1
