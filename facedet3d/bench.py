@@ -11,8 +11,6 @@ import argparse
 import platform
 from typing import Callable, Iterator
 
-import torch
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
@@ -28,6 +26,8 @@ def _configs(args: argparse.Namespace) -> list[str]:
 
 
 def _machine() -> dict:
+    import torch
+
     return {"machine": platform.machine(), "cpu": platform.processor() or platform.machine(),
             "torch": torch.__version__}
 
@@ -35,6 +35,8 @@ def _machine() -> dict:
 def bench_rasterize(args: argparse.Namespace) -> Iterator[dict]:
     """Rasterization time per face: the demo's template mesh (res 192, ~41k triangles) at
     128-512² and batch 1/8, then how time grows with the triangle count at 256²."""
+    import torch
+
     from facedet3d.face.template import build_template
     from facedet3d.render.bench import bench_rasterize as run, subdivide
 
@@ -54,7 +56,7 @@ def bench_rasterize(args: argparse.Namespace) -> Iterator[dict]:
 
 def bench_synth(args: argparse.Namespace) -> Iterator[dict]:
     """Synthetic images rendered per second (256² images, 1024² detail maps)."""
-    from facedet3d.data.synth_bench import bench_synth as run
+    from facedet3d.synth.bench import bench_synth as run
 
     yield from run(workers=args.workers, threads=args.threads, quick=args.quick, config_paths=_configs(args))
 
@@ -71,12 +73,11 @@ def bench_loader(args: argparse.Namespace) -> Iterator[dict]:
 
     Reads ``<results_dir>/shards/index.json`` of --config when it exists, else builds a
     temporary shard set of the demo's sizes from random data."""
-    from pathlib import Path
-
     from facedet3d.config import load_config
-    from facedet3d.data.loader_bench import bench_loader as run
+    from facedet3d.paths import Results
+    from facedet3d.shards.bench import bench_loader as run
 
-    index = Path(load_config(_configs(args))["results_dir"]) / "shards" / "index.json"
+    index = Results.of(load_config(_configs(args))).shard_index
     yield from run(index_path=index if index.is_file() else None, quick=args.quick)
 
 
@@ -89,6 +90,8 @@ BENCHES: dict[str, Callable[[argparse.Namespace], Iterator[dict]]] = {
 
 
 def run(name: str, args: argparse.Namespace) -> Iterator[dict]:
+    import torch
+
     torch.set_num_threads(args.threads)
     for row in BENCHES[name](args):
         yield {"bench": name, **row, **_machine()}

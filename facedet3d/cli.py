@@ -16,6 +16,7 @@ import sys
 
 from facedet3d.config import ConfigError, load_config
 from facedet3d.errors import UserError
+from facedet3d.stages import STAGES
 
 
 def _add_config(parser: argparse.ArgumentParser) -> None:
@@ -25,52 +26,19 @@ def _add_config(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_chunk_options(parser: argparse.ArgumentParser, chunk_help: str, merge_what: str) -> None:
-    _add_config(parser)
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--chunk", type=int, help=f"{chunk_help} (0-based)")
-    group.add_argument("--merge", action="store_true", help=f"only merge finished chunks: {merge_what}")
+def _run_stage(args: argparse.Namespace) -> None:
+    """Run one stage from the table: one chunk, only the merge, or everything."""
+    import importlib
 
-
-def _synth(args: argparse.Namespace) -> None:
-    from facedet3d.data import synth_stage
-
-    _chunked(synth_stage, args)
-
-
-def _ingest(args: argparse.Namespace) -> None:
-    from facedet3d.data.ingest import ingest
-
-    ingest(load_config(args.config))
-
-
-def _chunked(stage, args: argparse.Namespace) -> None:
-    """Run a chunked stage module: one chunk, only the merge, or everything."""
+    stage = STAGES[args.stage]
+    module = importlib.import_module(stage.module)
     config = load_config(args.config)
-    if args.chunk is not None:
-        stage.run_chunk(config, args.chunk)
-    elif args.merge:
-        stage.merge(config)
+    if getattr(args, "chunk", None) is not None:
+        module.run_chunk(config, args.chunk)
+    elif getattr(args, "merge", False):
+        module.merge(config)
     else:
-        stage.run_all(config)
-
-
-def _extract(args: argparse.Namespace) -> None:
-    from facedet3d.extract import stage
-
-    _chunked(stage, args)
-
-
-def _annotate(args: argparse.Namespace) -> None:
-    from facedet3d.annotate import stage
-
-    _chunked(stage, args)
-
-
-def _shards(args: argparse.Namespace) -> None:
-    from facedet3d.data.shard_stage import run
-
-    run(load_config(args.config))
+        module.run(config)
 
 
 def _bench(args: argparse.Namespace) -> None:
@@ -83,26 +51,14 @@ def _bench(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="facedet3d", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
-
-    p = sub.add_parser("synth", help="render the embedded synthetic face dataset with ground truth")
-    _add_chunk_options(p, "render only this chunk of identities", "manifest, contact sheet, summary")
-    p.set_defaults(func=_synth)
-
-    p = sub.add_parser("ingest", help="build results/data/manifest.csv from the synthetic set or image/video folders")
-    _add_config(p)
-    p.set_defaults(func=_ingest)
-
-    p = sub.add_parser("extract", help="texture map, detail map and model parameters per image (paper Eq. 1)")
-    _add_chunk_options(p, "extract only this manifest chunk", "rejects, summary, preview")
-    p.set_defaults(func=_extract)
-
-    p = sub.add_parser("annotate", help="AU intensities, FaceNet identity embedding, age features per image")
-    _add_chunk_options(p, "annotate only this manifest chunk", "rejects, summary")
-    p.set_defaults(func=_annotate)
-
-    p = sub.add_parser("shards", help="DetP and RCAN training data in checksummed HDF5 shards")
-    _add_config(p)
-    p.set_defaults(func=_shards)
+    for command, stage in STAGES.items():
+        p = sub.add_parser(command, help=stage.help)
+        _add_config(p)
+        if stage.chunked:
+            group = p.add_mutually_exclusive_group()
+            group.add_argument("--chunk", type=int, help="run only this chunk (0-based); one Snakemake job")
+            group.add_argument("--merge", action="store_true", help="only merge finished chunks into the summary")
+        p.set_defaults(func=_run_stage)
 
     from facedet3d.bench import BENCHES, add_arguments
 

@@ -3,17 +3,17 @@
 
 rule annotate_chunk:
     input:
-        records=f"{RESULTS}/extract/chunks/{{chunk}}.h5",
+        records=RESULTS.chunk("extract", "{chunk}"),
     output:
-        records=f"{RESULTS}/annotate/chunks/{{chunk}}.h5",
-        rejects=f"{RESULTS}/annotate/chunks/{{chunk}}.rejects.csv",
+        records=RESULTS.chunk("annotate", "{chunk}"),
+        rejects=RESULTS.chunk_rejects("annotate", "{chunk}"),
     params:
         config=CONFIG,
-        settings=config["annotate"],
+        settings=settings("annotate"),
     log:
-        f"{LOGS}/annotate/chunk_{{chunk}}.log",
+        RESULTS.log("annotate", "{chunk}"),
     benchmark:
-        f"{BENCHMARKS}/annotate/chunk_{{chunk}}.tsv"
+        RESULTS.benchmark("annotate", "{chunk}")
     conda:
         ENV
     resources:
@@ -25,14 +25,15 @@ rule annotate_chunk:
 
 rule annotate:
     input:
-        annotate_chunk_records,
+        chunk_records("annotate"),
     output:
-        summary=f"{RESULTS}/annotate/summary.json",
-        rejects=f"{RESULTS}/annotate/rejects.csv",
+        summary=RESULTS.summary("annotate"),
+        rejects=RESULTS.rejects("annotate"),
     params:
         config=CONFIG,
+        settings=settings("annotate", merge=True),
     log:
-        f"{LOGS}/annotate.log",
+        RESULTS.log("annotate"),
     conda:
         ENV
     resources:

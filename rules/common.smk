@@ -1,61 +1,77 @@
 # Validation and helpers shared by the rule files; no rules here.
-import math
+# Every path comes from facedet3d.paths.Results (the stages use the same), every rerun trigger
+# from facedet3d.stages (the config keys each job reads).
+import sys
+from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from facedet3d.config import ConfigError, schema_path, write_resolved
+from facedet3d.config import ConfigError, check_input_paths, schema_path, write_resolved
 from facedet3d.config import validate as validate_config
-from facedet3d.data.manifest import read_manifest
+from facedet3d.data.manifest import manifest_chunks
+from facedet3d.paths import Results
+from facedet3d.stages import job_settings
 
-# A clear message naming the key first; then the schema check Snakemake users expect.
+# A clear message naming the key first (and input folders that do not exist); then the schema
+# check Snakemake users expect.
 try:
     validate_config(config)
+    check_input_paths(config)
 except ConfigError as err:
     raise WorkflowError(str(err))
 validate(config, schema=str(schema_path()))
 
-RESULTS = config["results_dir"].rstrip("/")
-LOGS = f"{RESULTS}/logs"
-BENCHMARKS = f"{RESULTS}/benchmarks"
+RESULTS = Results(config["results_dir"])
 ENV = "../envs/facedet3d.yaml"
+# The merged config (config.yaml + --configfile overlays + --config values), the single file
+# every rule passes to the CLI. Written when a run starts (not by dry runs or lint).
+CONFIG = str(RESULTS.config)
 
-# The merged config (config.yaml + --configfile overlays + --config values), the single
-# file every rule passes to the CLI.
-CONFIG = str(write_resolved(config, f"{RESULTS}/config.yaml"))
+
+onstart:
+    write_resolved(config, RESULTS.config)
+
+
+# Rules call `facedet3d`: without a conda/container deployment, the one installed beside the
+# Python running Snakemake (so `.venv/bin/snakemake` works without an activated venv).
+if not workflow.deployment_settings.deployment_method:
+    shell.prefix(f'set -euo pipefail; export PATH="{Path(sys.executable).parent}:$PATH"; ')
+
+
+def settings(stage, merge=False):
+    """The config values a job reads (its params: Snakemake reruns the job when they change)."""
+    return job_settings(stage, config, merge=merge)
 
 
 def synth_chunks():
     """Chunk ids of the synthetic generator: one Snakemake job per group of identities."""
-    n = math.ceil(config["synth"]["n_identities"] / config["synth"]["identities_per_chunk"])
-    return [f"{i:03d}" for i in range(n)]
+    from facedet3d.synth.stage import chunks
+
+    return chunks(config)
 
 
 def ingest_inputs(wildcards):
     """The synthetic generator's manifest when the data source is synthetic; nothing for folders."""
     if config["data"]["source"] == "synthetic":
-        return [f"{RESULTS}/synth/manifest.csv"]
+        return [RESULTS.synth_manifest]
     return []
 
 
-def manifest_chunks():
+def manifest_chunk_ids():
     """Chunk numbers of the ingested manifest (evaluated after the `ingest` checkpoint)."""
-    manifest = checkpoints.ingest.get().output.manifest
-    return sorted({int(row["chunk"]) for row in read_manifest(manifest)})
+    return manifest_chunks(checkpoints.ingest.get().output.manifest)
 
 
-def extract_chunk_records(wildcards):
-    return [f"{RESULTS}/extract/chunks/{c:03d}.h5" for c in manifest_chunks()]
-
-
-def annotate_chunk_records(wildcards):
-    return [f"{RESULTS}/annotate/chunks/{c:03d}.h5" for c in manifest_chunks()]
+def chunk_records(stage):
+    """Input function: the records of every manifest chunk of `stage` (extract or annotate)."""
+    return lambda wildcards: [RESULTS.chunk(stage, c) for c in manifest_chunk_ids()]
 
 
 def final_targets():
     """The final targets: every implemented stage for the configured data source."""
-    targets = [f"{RESULTS}/extract/summary.json", f"{RESULTS}/extract/preview.png",
-               f"{RESULTS}/annotate/summary.json", f"{RESULTS}/shards/index.json"]
+    targets = [RESULTS.summary("extract"), RESULTS.extract_preview, RESULTS.summary("annotate"),
+               RESULTS.shard_index, RESULTS.summary("shards")]
     if config["data"]["source"] == "synthetic":
-        targets += [f"{RESULTS}/synth/summary.json", f"{RESULTS}/synth/contact_sheet.png"]
+        targets += [RESULTS.summary("synth"), RESULTS.contact_sheet]
     return targets

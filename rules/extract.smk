@@ -6,15 +6,14 @@ checkpoint ingest:
     input:
         ingest_inputs,
     output:
-        manifest=f"{RESULTS}/data/manifest.csv",
-        summary=f"{RESULTS}/ingest/summary.json",
-        rejects=f"{RESULTS}/ingest/rejects.csv",
+        manifest=RESULTS.manifest,
+        summary=RESULTS.summary("ingest"),
+        rejects=RESULTS.rejects("ingest"),
     params:
         config=CONFIG,
-        data=config["data"],
-        settings=config["ingest"],
+        settings=settings("ingest"),
     log:
-        f"{LOGS}/ingest.log",
+        RESULTS.log("ingest"),
     conda:
         ENV
     resources:
@@ -26,17 +25,17 @@ checkpoint ingest:
 
 rule extract_chunk:
     input:
-        manifest=f"{RESULTS}/data/manifest.csv",
+        manifest=RESULTS.manifest,
     output:
-        records=f"{RESULTS}/extract/chunks/{{chunk}}.h5",
-        rejects=f"{RESULTS}/extract/chunks/{{chunk}}.rejects.csv",
+        records=RESULTS.chunk("extract", "{chunk}"),
+        rejects=RESULTS.chunk_rejects("extract", "{chunk}"),
     params:
         config=CONFIG,
-        settings=config["extract"],
+        settings=settings("extract"),
     log:
-        f"{LOGS}/extract/chunk_{{chunk}}.log",
+        RESULTS.log("extract", "{chunk}"),
     benchmark:
-        f"{BENCHMARKS}/extract/chunk_{{chunk}}.tsv"
+        RESULTS.benchmark("extract", "{chunk}")
     conda:
         ENV
     resources:
@@ -48,15 +47,16 @@ rule extract_chunk:
 
 rule extract:
     input:
-        extract_chunk_records,
+        chunk_records("extract"),
     output:
-        summary=f"{RESULTS}/extract/summary.json",
-        rejects=f"{RESULTS}/extract/rejects.csv",
-        preview=f"{RESULTS}/extract/preview.png",
+        summary=RESULTS.summary("extract"),
+        rejects=RESULTS.rejects("extract"),
+        preview=RESULTS.extract_preview,
     params:
         config=CONFIG,
+        settings=settings("extract", merge=True),
     log:
-        f"{LOGS}/extract.log",
+        RESULTS.log("extract"),
     conda:
         ENV
     resources:

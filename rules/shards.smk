@@ -3,19 +3,20 @@
 
 rule shards:
     input:
-        extract=extract_chunk_records,
-        annotate=annotate_chunk_records,
+        extract=chunk_records("extract"),
+        annotate=chunk_records("annotate"),
+        # The merges too: `--until shards` then leaves every summary the README points to.
+        summaries=[RESULTS.summary("extract"), RESULTS.summary("annotate")],
     output:
-        index=f"{RESULTS}/shards/index.json",
-        summary=f"{RESULTS}/shards/summary.json",
+        index=RESULTS.shard_index,
+        summary=RESULTS.summary("shards"),
     params:
         config=CONFIG,
-        settings=config["shards"],
-        seed=config["seed"],
+        settings=settings("shards"),
     log:
-        f"{LOGS}/shards.log",
+        RESULTS.log("shards"),
     benchmark:
-        f"{BENCHMARKS}/shards.tsv"
+        RESULTS.benchmark("shards")
     conda:
         ENV
     resources:

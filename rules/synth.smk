@@ -1,18 +1,17 @@
-# Stage `synth`: the embedded synthetic face dataset with ground truth (DESIGN.md §2).
+# Stage `synth`: the embedded synthetic face dataset with ground truth (README, "synthetic faces").
 
 
 rule synth_chunk:
     output:
-        records=f"{RESULTS}/synth/chunks/{{chunk}}.h5",
-        images=directory(f"{RESULTS}/synth/images/{{chunk}}"),
+        records=RESULTS.chunk("synth", "{chunk}"),
+        images=directory(RESULTS.synth_images("{chunk}")),
     params:
         config=CONFIG,
-        settings=config["synth"],
-        seed=config["seed"],
+        settings=settings("synth"),
     log:
-        f"{LOGS}/synth/chunk_{{chunk}}.log",
+        RESULTS.log("synth", "{chunk}"),
     benchmark:
-        f"{BENCHMARKS}/synth/chunk_{{chunk}}.tsv"
+        RESULTS.benchmark("synth", "{chunk}")
     conda:
         ENV
     resources:
@@ -24,15 +23,16 @@ rule synth_chunk:
 
 rule synth:
     input:
-        expand(f"{RESULTS}/synth/chunks/{{chunk}}.h5", chunk=synth_chunks()),
+        [RESULTS.chunk("synth", c) for c in synth_chunks()],
     output:
-        manifest=f"{RESULTS}/synth/manifest.csv",
-        sheet=f"{RESULTS}/synth/contact_sheet.png",
-        summary=f"{RESULTS}/synth/summary.json",
+        manifest=RESULTS.synth_manifest,
+        sheet=RESULTS.contact_sheet,
+        summary=RESULTS.summary("synth"),
     params:
         config=CONFIG,
+        settings=settings("synth", merge=True),
     log:
-        f"{LOGS}/synth.log",
+        RESULTS.log("synth"),
     conda:
         ENV
     resources:
@@ -40,3 +40,26 @@ rule synth:
         runtime=20,
     shell:
         "facedet3d synth --config {params.config} --merge > {log} 2>&1"
+
+
+# Not in `rule all`: `make detail-net` trains the extractor's detail network on the synthetic
+# set of configs/detail_net.yaml (its own seed and results folder).
+rule detail_net:
+    input:
+        RESULTS.synth_manifest,
+    output:
+        weights=RESULTS.detail_net_weights,
+        summary=RESULTS.summary("detail_net"),
+    params:
+        config=CONFIG,
+        settings=settings("detail_net"),
+    log:
+        RESULTS.log("detail_net"),
+    conda:
+        ENV
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=120,
+    shell:
+        "facedet3d detail-net --config {params.config} > {log} 2>&1"

@@ -41,7 +41,7 @@ def _load_photos() -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def face_finder():
-    from facedet3d.extract.detect import FaceDetector
+    from facedet3d.data.detect import FaceDetector
     from facedet3d.extract.landmarks import LandmarkDetector
 
     detector, landmarks = FaceDetector(), LandmarkDetector()
@@ -92,7 +92,7 @@ def synth(tmp_path_factory) -> dict:
 
     from facedet3d.config import load_config, merge
     from facedet3d.data.records import read_records
-    from facedet3d.data.synth_stage import run_chunk
+    from facedet3d.synth.stage import run_chunk
 
     tmp = tmp_path_factory.mktemp("annotate_synth")
     base = load_config([REPO / "config.yaml", REPO / "tests" / "configs" / "tiny.yaml"])

@@ -9,9 +9,9 @@ import numpy as np
 
 from facedet3d.annotate import stage
 from facedet3d.config import load_config, merge, validate
-from facedet3d.data.ingest import ingest
+from facedet3d.ingest.stage import run as ingest
 from facedet3d.data.records import read_records
-from facedet3d.data.synth_stage import run_all as synth_all
+from facedet3d.synth.stage import run as synth_all
 from facedet3d.extract import stage as extract_stage
 from tests.conftest import REPO
 
@@ -22,8 +22,8 @@ def test_annotate_writes_aus_embeddings_ages_and_scores(tmp_path):
         "synth": {"image_size": 192}}))
     synth_all(config)
     ingest(config)
-    extract_stage.run_all(config)
-    summary = stage.run_all(config)
+    extract_stage.run(config)
+    summary = stage.run(config)
     assert summary["n_ok"] == 30 and summary["n_rejected"] == 0
     rec = read_records(Path(config["results_dir"]) / "annotate" / "chunks" / "000.h5")
     assert rec["facenet"].shape == (30, 512) and rec["age_dist"].shape == (30, 81)

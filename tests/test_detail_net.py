@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from facedet3d.config import load_config, merge
-from facedet3d.data.synth_stage import run_chunk
+from facedet3d.synth.stage import run_chunk
 from facedet3d.errors import UserError
 from facedet3d.extract import detail_net_train
 from facedet3d.extract.detail_net import GRID, N_INPUTS, WEIGHTS, DetailNet, load_weights, refine_detail
@@ -66,7 +66,7 @@ def tiny_synthetic(tmp_path_factory) -> Path:
     config = merge(base, {"results_dir": str(tmp), "seed": 11, "synth": {
         "n_identities": 3, "identities_per_chunk": 3, "videos_per_identity": 0, "detector_check": False}})
     run_chunk(config, 0)
-    from facedet3d.data.synth_stage import merge as merge_synth
+    from facedet3d.synth.stage import merge as merge_synth
 
     merge_synth(config)
     return tmp

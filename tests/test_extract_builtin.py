@@ -16,12 +16,13 @@ from PIL import Image
 
 from facedet3d.config import load_config, merge
 from facedet3d.data.records import read_records
-from facedet3d.data.synth_stage import run_chunk
+from facedet3d.synth.stage import run_chunk
 from facedet3d.errors import UserError
 from facedet3d.extract.builtin import BuiltinExtractor, ExtractResult
 from facedet3d.extract.detail import log_shading_ratio, recover_detail, sh_normal_gradient
 from facedet3d.extract.errors import ExtractError, NoFaceError
-from facedet3d.extract.fit import FaceFit, rotation_and_derivatives, solve_light, srgb_to_linear, texel_albedo_basis
+from facedet3d.extract.fit import FaceFit, rotation_and_derivatives, solve_light, texel_albedo_basis
+from facedet3d.render.color import srgb_decode as srgb_to_linear
 from facedet3d.extract.quality import correlation_from_moments, detail_correlation, detail_moments, masked_highpass
 from facedet3d.extract.unwrap import unwrap
 from facedet3d.face.layout import face_mask_uv
@@ -172,7 +173,7 @@ def _real_photos() -> dict[str, np.ndarray]:
 
 
 def test_real_photos_give_a_texture_and_a_detail_map(extractor, record_property):
-    from facedet3d.evaluate.grids import image_grid, save_png
+    from facedet3d.data.grids import image_grid, save_png
     from facedet3d.extract.preview import shaded_geometry
     from facedet3d.render.relief import shade_detail_map
     from tests.conftest import artifact_dir

@@ -12,9 +12,9 @@ from PIL import Image
 from skimage import data as skdata
 
 from facedet3d.config import load_config, merge, validate
-from facedet3d.data.ingest import ingest
+from facedet3d.ingest.stage import run as ingest
 from facedet3d.data.records import read_records
-from facedet3d.data.synth_stage import run_all as synth_all
+from facedet3d.synth.stage import run as synth_all
 from facedet3d.extract import stage
 from tests.conftest import REPO
 
@@ -53,7 +53,7 @@ def test_every_input_is_accepted_or_rejected_with_a_reason(tmp_path):
     config = _config(tmp_path, data={"source": "folders", "images_dir": str(tmp_path / "photos"), "videos_dir": None},
                      ingest={"image_identity": "file", "chunk_size": 4})
     ingest(config)
-    summary = stage.run_all(config)
+    summary = stage.run(config)
     with open(Path(config["results_dir"]) / "extract" / "rejects.csv", newline="") as f:
         rejects = {Path(r["input"]).name: r for r in csv.DictReader(f)}
     accepted = set()
@@ -79,7 +79,7 @@ def synthetic_results(tmp_path_factory) -> dict:
 
 def test_synthetic_gt_backend_is_an_exact_upper_bound(synthetic_results, tmp_path):
     config = merge(synthetic_results, {"extract": {"backend": "synthetic-gt"}})
-    summary = stage.run_all(config)
+    summary = stage.run(config)
     assert summary["n_ok"] == 30 and summary["n_rejected"] == 0
     assert summary["detail_corr"] == pytest.approx(1.0)
     assert (Path(config["results_dir"]) / "extract" / "preview.png").stat().st_size > 10_000

@@ -5,20 +5,31 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from facedet3d.config import load_config, merge, validate
-from facedet3d.data.ingest import ingest, resolve, split_of
+from facedet3d.ingest.stage import resolve, split_of
+from facedet3d.ingest.stage import run as run_ingest
 from facedet3d.data.manifest import read_manifest
 from facedet3d.data.records import write_records
 from facedet3d.errors import UserError
-from facedet3d.extract.synthetic_gt import SyntheticGroundTruth
+from facedet3d.paths import Results
+from facedet3d.synth.truth import SyntheticGroundTruth
 from tests.conftest import REPO
 
 JUNK = {"readme.txt", "notes.TXT", "empty.jpg", ".DS_Store", "._alice_1.jpg", "clip.mp4"}
+
+
+def ingest(config: dict) -> SimpleNamespace:
+    """Run the stage; its outputs by name (the paths every stage shares, facedet3d.paths)."""
+    summary = run_ingest(config)
+    paths = Results.of(config)
+    return SimpleNamespace(manifest=paths.manifest, rejects=paths.rejects("ingest"), summary=summary,
+                           summary_path=paths.summary("ingest"), n_chunks=summary["n_chunks"])
 
 
 def _png(path: Path, value: int = 100) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from facedet3d.evaluate.grids import image_grid, save_png
+from facedet3d.data.grids import image_grid, save_png
 from facedet3d.face import layout
 from facedet3d.face.expressions import expression_aus
 from facedet3d.face.synthetic import synthetic_model

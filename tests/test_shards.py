@@ -11,8 +11,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from facedet3d.config import load_config, merge, validate
-from facedet3d.data import records, shard_stage
-from facedet3d.data.loaders import DetPDataset, PairSampler, RCANDataset, VideoPairSampler, verify_index
+from facedet3d.data import records
+from facedet3d.shards import stage as shard_stage
+from facedet3d.shards.loaders import DetPDataset, PairSampler, RCANDataset, VideoPairSampler, verify_index
+from facedet3d.data.manifest import COLUMNS as MANIFEST_COLUMNS
+from facedet3d.data.manifest import write_csv
 from facedet3d.data.records import write_records
 from facedet3d.data.uvmaps import resize_map
 from tests.conftest import REPO
@@ -50,7 +53,11 @@ def _make_results(root: Path, skip_annotation: str | None = "s02_e1") -> dict:
     ann = {"id": ext["id"][keep], "aus": rng.random((keep.sum(), 17)).astype(np.float32),
            "facenet": rng.standard_normal((keep.sum(), 512)).astype(np.float32),
            "age_dist": rng.random((keep.sum(), 81)).astype(np.float32), "age": rng.random(keep.sum()).astype(np.float32)}
-    write_records(root / "annotate" / "chunks" / "000.h5", ann)
+    write_records(root / "annotate" / "chunks" / "000.h5", {k: v[ann["id"] >= "s02"] for k, v in ann.items()})
+    write_records(root / "annotate" / "chunks" / "001.h5", {k: v[ann["id"] < "s02"] for k, v in ann.items()})
+    # The manifest names the chunks the stage reads (chunk 0: s02.., chunk 1: s00, s01).
+    write_csv(root / "data" / "manifest.csv", MANIFEST_COLUMNS,
+              [{"id": i, "path": f"{i}.png", "chunk": 0 if i >= "s02" else 1} for i in ids])
     synth = {"id": ext["id"], "identity": ext["identity"], "split": ext["split"],
              "detail": rng.standard_normal((n, D, D)).astype(np.float16), "texture": ext["texture"],
              "shape": ext["shape"], "expr": ext["expr"], "albedo": ext["albedo"], "pose": ext["pose"], "sh": ext["sh"],
@@ -143,6 +150,15 @@ def test_rebuild_is_byte_identical_and_seed_changes_rcan(built):
     assert all(other[p] == first[p] for p in first if p.startswith("detp-"))  # no randomness in DetP shards
 
 
+def test_chunk_left_from_an_earlier_run_is_not_sharded(built):
+    """Only the manifest's chunks are read: a chunk file of an earlier, larger run is ignored."""
+    root, _, summary = built
+    stale = {"id": np.array(["zz_old"], object), "split": np.array(["train"], object),
+             "detail": np.zeros((1, S, S), np.float16)}
+    write_records(root / "extract" / "chunks" / "002.h5", stale)
+    assert shard_stage.run(_config(root))["n_samples"] == summary["n_samples"]
+
+
 def test_killed_write_leaves_no_complete_looking_shard(tmp_path, monkeypatch):
     _make_results(tmp_path)
     shard_stage.run(_config(tmp_path))
@@ -216,7 +232,7 @@ def test_verify_index_detects_corruption(built):
 
 
 def test_loader_bench_quick(tmp_path):
-    rows = list(__import__("facedet3d.data.loader_bench", fromlist=["x"]).bench_loader(n=32, quick=True))
+    rows = list(__import__("facedet3d.shards.bench", fromlist=["x"]).bench_loader(n=32, quick=True))
     assert {(r["loader"], r["workers"]) for r in rows} == {("shards", 0), ("shards", 2), ("files", 0),
                                                             ("files", 2), ("memcpy", 0)}
     assert all(r["samples_per_s"] > 0 for r in rows)

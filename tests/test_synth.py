@@ -13,8 +13,8 @@ from PIL import Image
 
 from facedet3d.config import load_config, merge
 from facedet3d.data.records import read_records
-from facedet3d.data.synth_stage import merge as merge_stage
-from facedet3d.data.synth_stage import run_all, run_chunk
+from facedet3d.synth.stage import merge as merge_stage
+from facedet3d.synth.stage import run as run_all, run_chunk
 from facedet3d.errors import UserError
 from tests.conftest import REPO
 

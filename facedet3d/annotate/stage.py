@@ -10,7 +10,6 @@ expression) and writes, one row per annotated image, beside it:
 
 from __future__ import annotations
 
-import json
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -19,17 +18,19 @@ import numpy as np
 from tqdm import tqdm
 
 from facedet3d.annotate import metrics
+from facedet3d.atomic import write_json_atomic
 from facedet3d.data.images import load_image
-from facedet3d.data.manifest import resolve_path
-from facedet3d.data.rejects import read_rejects, write_rejects
-from facedet3d.data.records import read_records, stack_fields, write_records
+from facedet3d.data.manifest import manifest_chunks, resolve_path
+from facedet3d.data.records import read_records, stack_fields, write_records, write_timing
+from facedet3d.data.rejects import read_rejects, reject, write_rejects
 from facedet3d.errors import UserError
-from facedet3d.data.jsonfile import write_json_atomic
 from facedet3d.face.layout import AU_NAMES
+from facedet3d.paths import Results
 
 
-def annotate_dir(config: dict) -> Path:
-    return Path(config["results_dir"]) / "annotate"
+def chunks(config: dict) -> list[int]:
+    """The chunk numbers of the ingested manifest (one annotate job per extract chunk)."""
+    return manifest_chunks(Results.of(config).manifest)
 
 
 def _record_aus(config: dict, row: dict, truth) -> np.ndarray:
@@ -52,20 +53,20 @@ def run_chunk(config: dict, chunk: int) -> Path:
     """Annotate every extracted image of one chunk; failures become rejects, the chunk goes on."""
     from facedet3d.annotate.age import AgeEstimator
     from facedet3d.annotate.identity import FaceNetEmbedder
-    from facedet3d.extract.synthetic_gt import SyntheticGroundTruth
+    from facedet3d.synth.truth import SyntheticGroundTruth
 
-    name = f"{chunk:03d}"
-    source = Path(config["results_dir"]) / "extract" / "chunks" / f"{name}.h5"
+    paths = Results.of(config)
+    source = paths.chunk("extract", chunk)
     if not source.is_file():
         raise UserError(f"extract records {source} missing; run `facedet3d extract --chunk {chunk}` first")
     rec = read_records(source, ["id", "path", "landmarks", "expr"])
     embedder, age_net = FaceNetEmbedder.from_config(config), AgeEstimator.from_config(config)
     truth = SyntheticGroundTruth(config["results_dir"]) if config["data"]["source"] == "synthetic" else None
-    manifest_dir = Path(config["results_dir"]) / "data"
+    manifest_dir = paths.manifest.parent
     fields: dict[str, list] = defaultdict(list)
     rejects = []
     start = time.perf_counter()
-    for i in tqdm(range(len(rec["id"])), desc=f"annotate chunk {name}", unit="image"):
+    for i in tqdm(range(len(rec["id"])), desc=f"annotate chunk {chunk:03d}", unit="image"):
         row = {k: v[i] for k, v in rec.items()}
         try:
             if not np.all(np.isfinite(row["landmarks"])):
@@ -75,43 +76,42 @@ def run_chunk(config: dict, chunk: int) -> Path:
             age = age_net.estimate(image, row["landmarks"])
             facenet = embedder.embed(image, row["landmarks"])
         except UserError as err:
-            rejects.append({"input": row["path"], "stage": "annotate", "reason": str(err)})
+            rejects.append(reject(resolve_path(manifest_dir, row), "annotate", str(err)))
             continue
         for key, value in (("id", row["id"]), ("aus", aus), ("facenet", facenet),
                            ("age_dist", age["distribution"]), ("age", np.float32(age["expected"]))):
             fields[key].append(value)
-    out = annotate_dir(config) / "chunks"
     arrays = stack_fields(fields)
     if not arrays:  # keep the file's fields present even when every row failed
         arrays = {"id": np.zeros(0, dtype=object), "aus": np.zeros((0, 17), np.float32)}
-    write_records(out / f"{name}.h5", arrays, attrs={"aus_backend": config["annotate"]["aus_backend"]})
-    write_rejects(out / f"{name}.rejects.csv", rejects)
-    (out / f"{name}.timing.json").write_text(json.dumps({"seconds": time.perf_counter() - start}))
-    return out / f"{name}.h5"
+    path = write_records(paths.chunk("annotate", chunk), arrays,
+                         attrs={"aus_backend": config["annotate"]["aus_backend"]})
+    write_rejects(paths.chunk_rejects("annotate", chunk), rejects)
+    write_timing(paths.chunk_timing("annotate", chunk), time.perf_counter() - start, len(rec["id"]))
+    return path
 
 
 def merge(config: dict) -> dict:
     """summary.json from all annotate chunks, scored against the generator's ground truth."""
-    from facedet3d.extract.stage import chunk_ids
-    from facedet3d.extract.synthetic_gt import SyntheticGroundTruth
+    from facedet3d.synth.truth import SyntheticGroundTruth
 
-    out = annotate_dir(config)
+    paths = Results.of(config)
     rows: dict[str, list] = defaultdict(list)
     rejects = []
-    for chunk in chunk_ids(config):
-        path = out / "chunks" / f"{chunk:03d}.h5"
+    for chunk in chunks(config):
+        path = paths.chunk("annotate", chunk)
         if not path.is_file():
             raise UserError(f"annotate chunk {path} missing; run `facedet3d annotate --chunk {chunk}`")
-        rejects += read_rejects(path.with_name(path.stem + ".rejects.csv"))
+        rejects += read_rejects(paths.chunk_rejects("annotate", chunk))
         rec = read_records(path)
         for key in ("id", "aus", "facenet", "age"):
             rows[key].extend(rec.get(key, []))
-    write_rejects(out / "rejects.csv", rejects)
+    write_rejects(paths.rejects("annotate"), rejects)
     summary = {"aus_backend": config["annotate"]["aus_backend"], "n_ok": len(rows["id"]),
                "n_rejected": len(rejects), "au_mae": None, "au_corr": None, "id_auc": None, "age_spearman": None}
     if config["data"]["source"] == "synthetic" and rows["id"]:
         summary.update(_scores(rows, SyntheticGroundTruth(config["results_dir"])))
-    write_json_atomic(out / "summary.json", summary)
+    write_json_atomic(paths.summary("annotate"), summary)
     return summary
 
 
@@ -135,9 +135,8 @@ def _scores(rows: dict, truth) -> dict:
     }
 
 
-def run_all(config: dict) -> dict:
-    from facedet3d.extract.stage import chunk_ids
-
-    for chunk in chunk_ids(config):
+def run(config: dict) -> dict:
+    """Every chunk, then the merge (for use without Snakemake)."""
+    for chunk in chunks(config):
         run_chunk(config, chunk)
     return merge(config)

@@ -17,6 +17,7 @@ from typing import Any, Iterable
 import jsonschema
 import yaml
 
+from facedet3d.atomic import write_text_atomic
 from facedet3d.errors import UserError
 
 
@@ -92,6 +93,49 @@ def validate(config: dict) -> dict:
     return config
 
 
+# Paths the config names, by the setting under which they are needed: (key, needed when, kind).
+_INPUT_PATHS = (
+    ("data.images_dir", lambda c: c["data"]["source"] == "folders", "folder"),
+    ("data.videos_dir", lambda c: c["data"]["source"] == "folders", "folder"),
+    ("extract.fds_dir", lambda c: c["extract"]["backend"] == "fds", "folder"),
+    ("extract.bfm_path", lambda c: c["extract"]["model"] == "bfm2017", "file"),
+    ("extract.detail_net_weights", lambda c: c["extract"]["detail_net"], "file"),
+    ("annotate.openface_dir", lambda c: c["annotate"]["aus_backend"] == "openface", "folder"),
+    ("annotate.facenet_weights", lambda c: c["annotate"]["facenet_backend"] == "pytorch", "file"),
+    ("annotate.age_model_dir", lambda c: True, "folder"),
+)
+_REQUIRED = {"extract.fds_dir": "extract.backend is fds", "extract.bfm_path": "extract.model is bfm2017",
+             "annotate.openface_dir": "annotate.aus_backend is openface"}
+
+
+def check_input_paths(config: dict) -> dict:
+    """Raise ConfigError naming every input path the config needs that is unset or does not exist.
+
+    Run by the Snakefile before any job is planned, so `snakemake -n` already reports them.
+    """
+    problems = []
+    for key, needed, kind in _INPUT_PATHS:
+        if not needed(config):
+            continue
+        section, name = key.split(".")
+        value = config[section].get(name)
+        if value in (None, ""):
+            if key in _REQUIRED:
+                problems.append(f"config key '{key}' must name a {kind} when {_REQUIRED[key]}")
+            continue
+        path = Path(value).expanduser()
+        if not path.exists():
+            problems.append(f"config key '{key}' points to {path}, which does not exist")
+        elif (kind == "folder") != path.is_dir():
+            problems.append(f"config key '{key}' points to {path}, which is not a {kind}")
+    data = config["data"]
+    if data["source"] == "folders" and not data.get("images_dir") and not data.get("videos_dir"):
+        problems.append("data.source is 'folders' but neither data.images_dir nor data.videos_dir is set")
+    if problems:
+        raise ConfigError("invalid configuration: " + "; ".join(problems))
+    return config
+
+
 def load_config(paths: Iterable[str | Path]) -> dict[str, Any]:
     """Read config files in order (later ones overlay earlier ones) and validate the result."""
     paths = list(paths)
@@ -116,8 +160,4 @@ def write_resolved(config: dict, path: str | Path) -> Path:
     text += yaml.safe_dump(config, sort_keys=True)
     if path.is_file() and path.read_text(encoding="utf-8") == text:
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_text_atomic(path, text)

@@ -8,9 +8,9 @@ expression / age where the source knows them (empty otherwise).
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
+from facedet3d.atomic import atomic_path
 from facedet3d.errors import UserError
 
 SPLITS = ("train", "val", "test")
@@ -30,6 +30,11 @@ def read_manifest(path: str | Path) -> list[dict]:
         return list(reader)
 
 
+def manifest_chunks(path: str | Path) -> list[int]:
+    """The chunk numbers of a manifest, sorted: one extract/annotate job each."""
+    return sorted({int(row["chunk"]) for row in read_manifest(path)})
+
+
 def resolve_path(manifest_dir: Path, row: dict) -> Path:
     """The file a manifest row points at."""
     p = Path(row["path"])
@@ -38,16 +43,9 @@ def resolve_path(manifest_dir: Path, row: dict) -> Path:
 
 def write_csv(path: str | Path, columns: list[str], rows: list[dict]) -> Path:
     """Write dict rows as CSV (missing values empty) via a temporary name and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f, lineterminator="\n")
-            writer.writerow(columns)
-            for row in rows:
-                writer.writerow([row.get(c, "") for c in columns])
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow([row.get(c, "") for c in columns])
+    return Path(path)

@@ -8,11 +8,13 @@ dataset order, deterministic compression, so the same arrays give the same bytes
 
 from __future__ import annotations
 
-import os
+import json
 from pathlib import Path
 
 import h5py
 import numpy as np
+
+from facedet3d.atomic import atomic_path, write_json_atomic
 
 # Arrays at least this large (bytes per row) are chunked one row per HDF5 chunk and compressed.
 _ROW_CHUNK_BYTES = 4096
@@ -43,17 +45,11 @@ def write_records(path: str | Path, fields: dict[str, np.ndarray], attrs: dict |
     lengths = {name: len(a) for name, a in fields.items()}
     if len(set(lengths.values())) > 1:
         raise ValueError(f"record fields differ in length: {lengths}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with h5py.File(tmp, "w", libver=("v110", "v110"), track_order=False) as f:
-            for name in sorted(fields):
-                _write_field(f, name, fields[name], compression)
-            for key in sorted(attrs or {}):
-                f.attrs[key] = (attrs or {})[key]
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp, h5py.File(tmp, "w", libver=("v110", "v110"), track_order=False) as f:
+        for name in sorted(fields):
+            _write_field(f, name, fields[name], compression)
+        for key in sorted(attrs or {}):
+            f.attrs[key] = (attrs or {})[key]
     return path
 
 
@@ -79,3 +75,17 @@ def read_records(path: str | Path, names: list[str] | None = None) -> dict[str, 
             ds = f[name]
             out[name] = ds.asstr()[()] if h5py.check_string_dtype(ds.dtype) else ds[()]
         return out
+
+
+def write_timing(path: str | Path, seconds: float, n: int) -> Path:
+    """A chunk job's wall time and item count, beside its records (which stay byte-identical)."""
+    return write_json_atomic(path, {"seconds": round(float(seconds), 3), "n": int(n)})
+
+
+def read_timings(paths) -> tuple[float, int]:
+    """Total seconds and items over chunk timing files."""
+    seconds, n = 0.0, 0
+    for path in paths:
+        timing = json.loads(Path(path).read_text(encoding="utf-8"))
+        seconds, n = seconds + timing["seconds"], n + timing["n"]
+    return seconds, n

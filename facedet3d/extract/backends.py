@@ -84,7 +84,7 @@ class _GroundTruthScorer:
     def __init__(self, config: dict):
         self.truth = None
         if config["data"]["source"] == "synthetic":
-            from facedet3d.extract.synthetic_gt import SyntheticGroundTruth
+            from facedet3d.synth.truth import SyntheticGroundTruth
 
             self.truth = SyntheticGroundTruth(config["results_dir"])
 
@@ -160,7 +160,7 @@ class SyntheticGtBackend:
     name = "synthetic-gt"
 
     def __init__(self, config: dict):
-        from facedet3d.extract.synthetic_gt import SyntheticGroundTruth
+        from facedet3d.synth.truth import SyntheticGroundTruth
 
         if config["data"]["source"] != "synthetic":
             raise UserError("extract.backend 'synthetic-gt' needs data.source 'synthetic'")

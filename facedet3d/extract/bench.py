@@ -26,7 +26,7 @@ def _render(tmp: str, n_images: int, config_paths: Sequence[str | Path]) -> list
     from PIL import Image
 
     from facedet3d.config import load_config, merge
-    from facedet3d.data.synth_stage import run_chunk
+    from facedet3d.synth.stage import run_chunk
 
     per_identity = 4
     identities = math.ceil((n_images + 1) / per_identity)

@@ -24,9 +24,10 @@ from facedet3d.extract.detail import DetailResult, log_shading_ratio, recover_de
 from facedet3d.extract.detail_net import DetailNet, load_weights, refine_detail
 from facedet3d.extract.errors import ExtractError, NoFaceError
 from facedet3d.extract.fit import (INTERIOR, REFINE_SCHEDULE, FaceFit, ModelFitter, default_focal,
-                                   srgb_to_linear, texel_albedo_basis)
+                                   texel_albedo_basis)
 from facedet3d.extract.unwrap import unwrap
 from facedet3d.face.model import MorphableModel
+from facedet3d.render.color import srgb_decode
 
 # The fitting crop: the face box grown by this fraction of its size on every side.
 CROP_MARGIN = 0.75
@@ -89,7 +90,9 @@ class BuiltinExtractor:
         mesh_resolution: resolution of the default synthetic model (grid cells across 200 mm).
         refine_schedule: photometric refinement levels (blur px, iterations, UV raster size);
             () = landmarks only.
-        detect_max_side: images larger than this are downscaled for face detection only.
+        detect_max_side: face detection starts on a copy downscaled to this size and goes up to
+            the full image only when it finds no face there, or when it could miss faces half
+            the size of the largest one found.
         work_face_px: faces whose detected box is larger are downscaled to this size for fitting,
             unwrapping and detail recovery (a 256² render's face box is ~180 px; the UV maps
             hold no more detail than that at texture_size 256).
@@ -100,7 +103,7 @@ class BuiltinExtractor:
     def __init__(self, model: MorphableModel | None = None, texture_size: int = 256, detail_size: int = 512,
                  mesh_resolution: int = 128, refine_schedule: tuple[tuple[float, int, int], ...] = REFINE_SCHEDULE,
                  detect_max_side: int = 640, work_face_px: int = 200, detail_net: DetailNet | str | None = "shipped"):
-        from facedet3d.extract.detect import FaceDetector
+        from facedet3d.data.detect import FaceDetector
         from facedet3d.extract.landmarks import LandmarkDetector
 
         if model is None:
@@ -120,17 +123,12 @@ class BuiltinExtractor:
         self.detail_net = load_weights() if detail_net == "shipped" else detail_net
 
     def _detect(self, image: np.ndarray):
-        """The largest face box (in full-image pixels) and the number of faces found."""
-        scale = min(1.0, self.detect_max_side / max(image.shape[:2]))
-        small = image if scale == 1.0 else cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        boxes = self.detector.detect(np.ascontiguousarray(small))
+        """The largest face box (in full-image pixels) and the number of faces found (those at
+        least half its size: :meth:`~facedet3d.data.detect.FaceDetector.detect`)."""
+        boxes = self.detector.detect(image, first_side=self.detect_max_side)
         if not boxes:
             raise NoFaceError(f"no face found in the {image.shape[1]}x{image.shape[0]} image")
-        best = boxes[0]
-        if scale != 1.0:
-            best = type(best)(*(int(round(v / scale)) for v in (best.left, best.top, best.right, best.bottom)),
-                              best.score)
-        return best, len(boxes)
+        return boxes[0], len(boxes)
 
     def extract(self, image: np.ndarray) -> ExtractResult:
         """Extract from an RGB uint8 image (H, W, 3). Raises NoFaceError without a face."""
@@ -160,7 +158,7 @@ class BuiltinExtractor:
                               interpolation=cv2.INTER_AREA)
         sx, sy = crop.shape[1] / (x1 - x0), crop.shape[0] / (y1 - y0)
         to_crop = lambda p: (p - np.array([x0, y0])) * np.array([sx, sy])  # noqa: E731
-        linear = srgb_to_linear(np.ascontiguousarray(crop))
+        linear = srgb_decode(np.ascontiguousarray(crop))
         focal = default_focal((h, w)) * sx
         principal = tuple(to_crop(np.array([w / 2.0, h / 2.0])))
 

@@ -90,7 +90,7 @@ def log_shading_ratio(image_linear: np.ndarray, model: MorphableModel, camera: C
     """log(image / coarse-model render) of the luminance, unwrapped into UV: (T, T) float32.
 
     The coarse model (``verts_cam`` (1, V, 3) camera space, the fitted light ``sh`` (27,) and the
-    albedo map ``unwrapped.albedo``) is rendered like :mod:`facedet3d.data.synth_render` renders
+    albedo map ``unwrapped.albedo``) is rendered like :mod:`facedet3d.synth.render` renders
     faces; the ratio is formed per pixel on the face (eroded by a pixel, so the background does
     not bleed in) and unwrapped with normalised sampling. 0 where undefined.
     """

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from facedet3d.atomic import atomic_path
 from facedet3d.errors import UserError
 from facedet3d.extract.quality import resample
 
@@ -91,11 +92,8 @@ def net_inputs(rho: np.ndarray, b_col: np.ndarray, b_row: np.ndarray, sfs: np.nd
 
 def save_weights(net: DetailNet, path: Path, meta: dict) -> None:
     """Write the network as one plain dict (state_dict, width, meta) atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"state_dict": net.state_dict(), "width": net.width, "grid": GRID, "meta": meta}, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        torch.save({"state_dict": net.state_dict(), "width": net.width, "grid": GRID, "meta": meta}, tmp)
 
 
 @functools.lru_cache(maxsize=4)

@@ -1,21 +1,17 @@
 """Train the detail refinement network (:mod:`.detail_net`) on a synthetic set's ground truth.
 
-Two steps, run by ``make detail-net`` on a synthetic set made with ``configs/detail_net.yaml``
-(its own seed: none of the demo's identities):
+Two steps, run by ``make detail-net`` (rule ``detail_net``, ``facedet3d detail-net``) on a synthetic
+set made with ``configs/detail_net.yaml`` (its own seed: none of the demo's identities):
 
 1. :func:`collect` runs the builtin extractor (no network) on every image of the set and keeps
    shape from shading's maps and the ground-truth detail map, resampled to the network grid,
    in one ``.npy`` array (N, 8, GRID, GRID) float16;
 2. :func:`train` fits the network on random crops (loss: mean squared error of the high-passed
    detail map, mm ×10, over the visible face) and writes the weights as a plain dict.
-
-    python -m facedet3d.extract.detail_net_train collect --results DIR --out FILE.npy
-    python -m facedet3d.extract.detail_net_train train --data FILE.npy --out WEIGHTS.pt
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -29,6 +25,7 @@ from tqdm import tqdm
 
 from facedet3d.extract.detail_net import DETAIL_SCALE, GRID, DetailNet, net_inputs, save_weights
 from facedet3d.extract.quality import masked_highpass, resample
+from facedet3d.errors import UserError
 from facedet3d.face import layout
 
 log = logging.getLogger(__name__)
@@ -44,7 +41,7 @@ def _collect_rows(args) -> list[np.ndarray]:
     from facedet3d.data.manifest import resolve_path
     from facedet3d.extract.builtin import BuiltinExtractor
     from facedet3d.extract.errors import ExtractError
-    from facedet3d.extract.synthetic_gt import SyntheticGroundTruth
+    from facedet3d.synth.truth import SyntheticGroundTruth
 
     torch.set_num_threads(1)
     manifest_dir = Path(results_dir) / "synth"
@@ -168,27 +165,24 @@ def validate(net: DetailNet, samples: np.ndarray, index: np.ndarray) -> dict:
     return {"val_corr": float(np.mean(c_net)), "val_corr_sfs": float(np.mean(c_sfs))}
 
 
-def main(argv=None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
-    parser = argparse.ArgumentParser(prog="python -m facedet3d.extract.detail_net_train", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    c = sub.add_parser("collect", help="run extraction on a synthetic set and keep SFS maps + truth")
-    c.add_argument("--results", type=Path, required=True, help="results_dir of a synthetic run (synth done)")
-    c.add_argument("--out", type=Path, required=True, help="samples .npy to write")
-    c.add_argument("--workers", type=int, default=2)
-    t = sub.add_parser("train", help="train the network on collected samples")
-    t.add_argument("--data", type=Path, required=True)
-    t.add_argument("--out", type=Path, required=True, help="weights .pt to write")
-    t.add_argument("--steps", type=int, default=2400)
-    t.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args(argv)
-    if args.command == "collect":
-        collect(args.results, args.out, args.workers)
-    else:
-        torch.set_num_threads(args.threads)
-        print(json.dumps(train(args.data, args.out, steps=args.steps)))
+def run(config: dict) -> dict:
+    """Stage `detail_net` (``make detail-net``): collect samples from this run's synthetic set, train,
+    write ``results/detail_net/`` (samples.npy, detail_net.pt + .stats.jsonl, summary.json).
 
+    Run it with ``configs/detail_net.yaml`` (its own seed and results folder: none of the demo's
+    identities is trained on); point ``extract.detail_net_weights`` at the weights to use them.
+    """
+    from facedet3d.atomic import write_json_atomic
+    from facedet3d.paths import Results
 
-if __name__ == "__main__":
-    main()
+    paths = Results.of(config)
+    s = config["detail_net"]
+    if not paths.synth_manifest.is_file():
+        raise UserError(f"{paths.synth_manifest} missing: the detail network trains on a synthetic set; "
+                        "run `facedet3d synth` with the same config first")
+    n = collect(paths.root, paths.detail_net_samples, s["workers"])
+    torch.set_num_threads(s["threads"])
+    row = train(paths.detail_net_samples, paths.detail_net_weights, steps=s["steps"])
+    summary = {"n_samples": n, "weights": str(paths.detail_net_weights), **row}
+    write_json_atomic(paths.summary("detail_net"), summary)
+    return summary

@@ -1,6 +1,6 @@
 """Fit a morphable model to one face image: landmarks first, then photometric refinement.
 
-Image formation (that of :mod:`facedet3d.data.synth_render`): model vertices
+Image formation (that of :mod:`facedet3d.synth.render`): model vertices
 ``X(shape, expr)`` in the frontal frame (mm) are posed as ``C = R(pose) (X - pivot) + t``
 (``pivot`` = :data:`~facedet3d.render.camera.FACE_PIVOT`, ``t`` = the pivot's camera-space
 position, i.e. ``(offset_x, offset_y, -distance)``) and projected by a pinhole camera whose focal
@@ -120,12 +120,6 @@ def pose_points(points: torch.Tensor, pose, translation) -> torch.Tensor:
 def default_focal(image_size: tuple[int, int]) -> float:
     """Focal length (pixels) assumed for an image of (H, W) pixels, as ``face_camera``."""
     return FOCAL_PER_SIDE * float(min(image_size))
-
-
-def srgb_to_linear(image: np.ndarray) -> np.ndarray:
-    """sRGB uint8 (H, W, 3) -> linear float32 (gamma 2.2, as the synthetic renders)."""
-    lut = ((np.arange(256, dtype=np.float32) / 255.0) ** 2.2).astype(np.float32)
-    return lut[image]
 
 
 # ----------------------------------------------------------------------------- texel bases

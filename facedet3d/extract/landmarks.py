@@ -46,7 +46,7 @@ class LandmarkDetector:
 
     def detect(self, image: np.ndarray, box) -> np.ndarray:
         """Landmarks (68, 2) float32 pixel (column, row) for an RGB uint8 image (H, W, 3) and a
-        face box with ``left, top, right, bottom`` (e.g. a :class:`~facedet3d.extract.detect.FaceBox`).
+        face box with ``left, top, right, bottom`` (e.g. a :class:`~facedet3d.data.detect.FaceBox`).
 
         dlib reports integer pixel indices; 0.5 is added so they use the project's convention
         (the centre of pixel (row i, column j) is (j + 0.5, i + 0.5)).

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from facedet3d.data.images import load_image
-from facedet3d.evaluate.grids import image_grid, save_png
+from facedet3d.data.grids import image_grid, save_png
 from facedet3d.extract.quality import resample
 from facedet3d.render.relief import shade_detail_map
 
@@ -44,7 +44,7 @@ def extract_preview(config: dict, chunk_paths: list[Path], out: Path) -> Path | 
     model = fitting_model(config)
     truth = None
     if config["data"]["source"] == "synthetic":
-        from facedet3d.extract.synthetic_gt import SyntheticGroundTruth
+        from facedet3d.synth.truth import SyntheticGroundTruth
 
         truth = SyntheticGroundTruth(config["results_dir"])
     rows, labels = [], []

@@ -22,10 +22,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from facedet3d.data.synth_render import srgb_encode
 from facedet3d.face.layout import SPAN
 from facedet3d.face.model import MorphableModel
 from facedet3d.render.camera import Camera
+from facedet3d.render.color import srgb_encode
 from facedet3d.render.rasterize import rasterize
 from facedet3d.render.shading import sh_irradiance, vertex_normals
 

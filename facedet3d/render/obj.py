@@ -14,26 +14,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from facedet3d.atomic import atomic_path, write_text_atomic
+
 
 def _array(x, dtype) -> np.ndarray:
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
     return np.asarray(x, dtype=dtype)
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` then move the temporary file onto ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def write_obj(path, verts, faces, uvs=None, texture=None) -> Path:
@@ -56,12 +43,13 @@ def write_obj(path, verts, faces, uvs=None, texture=None) -> Path:
             raise ValueError("a texture needs per-vertex uvs")
         mtl, png = path.with_suffix(".mtl"), path.with_suffix(".png")
         tex = _array(texture, np.uint8)
-        _atomic_write(png, lambda tmp: Image.fromarray(tex).save(tmp, format="PNG"))
+        with atomic_path(png) as tmp:
+            Image.fromarray(tex).save(tmp, format="PNG")
         mtl_text = (
             "newmtl material0\nKa 1 1 1\nKd 1 1 1\nKs 0 0 0\nd 1\nillum 1\n"
             f"map_Kd {png.name}\n"
         )
-        _atomic_write(mtl, lambda tmp: Path(tmp).write_text(mtl_text))
+        write_text_atomic(mtl, mtl_text)
         lines += [f"mtllib {mtl.name}", "usemtl material0"]
     lines += [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in v]
     if uvs is not None:
@@ -73,7 +61,7 @@ def write_obj(path, verts, faces, uvs=None, texture=None) -> Path:
     else:
         lines += [f"f {a} {b} {c}" for a, b, c in f]
     text = "\n".join(lines) + "\n"
-    _atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    write_text_atomic(path, text)
     return path
 
 

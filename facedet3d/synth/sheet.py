@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 from PIL import Image
 
-from facedet3d.evaluate.grids import image_grid, save_png
+from facedet3d.data.grids import image_grid, save_png
 from facedet3d.render.relief import shade_detail_map
 
 SHOTS_PER_ROW = 3
@@ -31,7 +31,7 @@ def _pick(paths: list[Path], n_rows: int) -> list[tuple[Path, list[int]]]:
 
 def contact_sheet(config: dict, chunk_paths: list[Path], out: Path) -> Path:
     """Render the sheet from the stored ground truth (the shaded geometry is re-rendered)."""
-    from facedet3d.data.synth_render import SynthRenderer
+    from facedet3d.synth.render import SynthRenderer
 
     s = config["synth"]
     renderer = SynthRenderer(s["mesh_resolution"], s["image_size"], s["texture_size"])

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from facedet3d.data.shards import read_index, verify_index  # noqa: F401  (verify_index re-exported)
+from facedet3d.shards.format import read_index, verify_index  # noqa: F401  (verify_index re-exported)
 from facedet3d.errors import UserError
 
 _STRING_FIELDS = {"id", "identity", "sequence", "kind", "split"}

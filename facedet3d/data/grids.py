@@ -8,6 +8,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from facedet3d.atomic import atomic_path
+
 _PAD = 2
 _LABEL_H = 14
 
@@ -53,9 +55,6 @@ def image_grid(
 
 def save_png(path: str | Path, image: np.ndarray) -> Path:
     """Write an image as PNG atomically (deterministic bytes for the same pixels)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(to_uint8(image)).save(tmp, format="PNG")
-    tmp.replace(path)
-    return path
+    with atomic_path(path) as tmp:
+        Image.fromarray(to_uint8(image)).save(tmp, format="PNG")
+    return Path(path)

@@ -22,7 +22,7 @@ def _chunk(args: tuple[dict, int, int]) -> None:
     config, chunk, threads = args
     import torch
 
-    from facedet3d.data.synth_stage import run_chunk
+    from facedet3d.synth.stage import run_chunk
 
     torch.set_num_threads(threads)
     run_chunk(config, chunk)

@@ -10,8 +10,6 @@ Outputs under ``<results_dir>/synth/``:
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import math
 import shutil
@@ -22,24 +20,24 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from facedet3d.data import synth_sampling as sampling
-from facedet3d.data.manifest import SPLITS
-from facedet3d.data.records import read_records, stack_fields, write_records
-from facedet3d.data.jsonfile import write_json_atomic
+from facedet3d.atomic import write_json_atomic
+from facedet3d.data.manifest import COLUMNS as MANIFEST_COLUMNS
+from facedet3d.data.manifest import SPLITS, write_csv
+from facedet3d.data.records import read_records, read_timings, stack_fields, write_records, write_timing
 from facedet3d.errors import UserError
+from facedet3d.paths import Results
+from facedet3d.synth import sampling
 
 log = logging.getLogger(__name__)
-
-MANIFEST_COLUMNS = ["id", "path", "identity", "split", "kind", "sequence", "frame", "expression", "age"]
-
-
-def synth_dir(config: dict) -> Path:
-    return Path(config["results_dir"]) / "synth"
-
 
 def n_chunks(config: dict) -> int:
     s = config["synth"]
     return math.ceil(s["n_identities"] / s["identities_per_chunk"])
+
+
+def chunks(config: dict) -> list[int]:
+    """One chunk (Snakemake job) per ``synth.identities_per_chunk`` identities."""
+    return list(range(n_chunks(config)))
 
 
 def chunk_identities(config: dict, chunk: int) -> range:
@@ -52,14 +50,15 @@ def chunk_identities(config: dict, chunk: int) -> range:
 
 def run_chunk(config: dict, chunk: int) -> Path:
     """Render every shot of the chunk's identities; write their PNGs and one record file."""
-    from facedet3d.data.synth_render import SynthRenderer
-    from facedet3d.extract.detect import FaceDetector
+    from facedet3d.data.detect import FaceDetector
     from facedet3d.face.wrinkles import WrinkleBank
+    from facedet3d.synth.render import SynthRenderer
 
     s, seed = config["synth"], config["seed"]
-    out = synth_dir(config)
-    name = f"{chunk:03d}"
-    images_tmp = out / "images" / f".{name}.tmp"
+    paths = Results.of(config)
+    final = paths.synth_images(chunk)
+    name = final.name
+    images_tmp = final.with_name(f".{name}.tmp")
     shutil.rmtree(images_tmp, ignore_errors=True)
     images_tmp.mkdir(parents=True)
 
@@ -88,11 +87,9 @@ def run_chunk(config: dict, chunk: int) -> Path:
             bar.update(1)
     elapsed = time.perf_counter() - start
     records = stack_fields(fields)
-    path = write_records(out / "chunks" / f"{name}.h5", records,
+    path = write_records(paths.chunk("synth", chunk), records,
                          attrs={"chunk": chunk, "seed": seed, "n": len(fields["id"])})
-    # Timing lives beside the records, so the records stay byte-identical across rebuilds.
-    (out / "chunks" / f"{name}.timing.json").write_text(json.dumps({"seconds": elapsed, "n": len(fields["id"])}))
-    final = out / "images" / name
+    write_timing(paths.chunk_timing("synth", chunk), elapsed, len(fields["id"]))
     shutil.rmtree(final, ignore_errors=True)
     images_tmp.rename(final)
     log.info("chunk %s: %d images in %.1f s", name, len(fields["id"]), elapsed)
@@ -120,7 +117,7 @@ def _append(fields, person, shot, rel, result, detail, texture, n_faces) -> None
 
 
 def _chunk_paths(config: dict) -> list[Path]:
-    paths = [synth_dir(config) / "chunks" / f"{c:03d}.h5" for c in range(n_chunks(config))]
+    paths = [Results.of(config).chunk("synth", c) for c in chunks(config)]
     missing = [p for p in paths if not p.is_file()]
     if missing:
         raise UserError(f"synth chunks missing: {', '.join(map(str, missing))}; run `facedet3d synth --chunk N` first")
@@ -132,30 +129,35 @@ _SMALL = ["id", "path", "identity", "split", "kind", "sequence", "frame", "expre
 
 def merge(config: dict) -> dict:
     """Write manifest.csv, the contact sheet and summary.json from finished chunks."""
-    out = synth_dir(config)
+    from facedet3d.synth.sheet import contact_sheet
+
+    paths = Results.of(config)
+    chunk_paths = _chunk_paths(config)
     rows: dict[str, list] = defaultdict(list)
-    seconds = 0.0
-    for path in _chunk_paths(config):
+    for path in chunk_paths:
         for key, value in read_records(path, _SMALL).items():
             rows[key].extend(value.tolist())
-        seconds += json.loads(path.with_suffix(".timing.json").read_text())["seconds"]
-    _write_manifest(out / "manifest.csv", rows)
-    from facedet3d.data.synth_sheet import contact_sheet
-
-    contact_sheet(config, _chunk_paths(config), out / "contact_sheet.png")
+    seconds, _ = read_timings(paths.chunk_timing("synth", c) for c in chunks(config))
+    _remove_stale_chunks(paths, chunk_paths)
+    # The manifest format ingest writes too; `chunk` is left empty (ingest numbers its own chunks).
+    rows["age"] = [f"{a:.2f}" for a in rows["age"]]
+    write_csv(paths.synth_manifest, MANIFEST_COLUMNS,
+              [{c: rows[c][i] for c in MANIFEST_COLUMNS if c in rows} for i in range(len(rows["id"]))])
+    contact_sheet(config, chunk_paths, paths.contact_sheet)
     summary = _summary(config, rows, seconds)
-    write_json_atomic(out / "summary.json", summary)
+    write_json_atomic(paths.summary("synth"), summary)
     return summary
 
 
-def _write_manifest(path: Path, rows: dict) -> None:
-    tmp = path.with_name(".manifest.csv.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(MANIFEST_COLUMNS)
-        for i in range(len(rows["id"])):
-            writer.writerow([rows[c][i] if c != "age" else f"{rows[c][i]:.2f}" for c in MANIFEST_COLUMNS])
-    tmp.replace(path)
+def _remove_stale_chunks(paths: Results, current: list[Path]) -> None:
+    """Chunks of an earlier run with more chunks: later stages look images up by id in every chunk."""
+    keep = {p.name for p in current}
+    for stale in sorted(paths.chunk("synth", 0).parent.glob("*.h5")):
+        if stale.name not in keep:
+            log.info("removing %s (not a chunk of this config)", stale)
+            for suffix in (".h5", ".timing.json"):
+                stale.with_suffix(suffix).unlink(missing_ok=True)
+            shutil.rmtree(paths.synth_images(stale.stem), ignore_errors=True)
 
 
 def _summary(config: dict, rows: dict, seconds: float) -> dict:
@@ -184,8 +186,8 @@ def _summary(config: dict, rows: dict, seconds: float) -> dict:
     }
 
 
-def run_all(config: dict) -> dict:
+def run(config: dict) -> dict:
     """Every chunk, then the merge (for use without Snakemake)."""
-    for chunk in range(n_chunks(config)):
+    for chunk in chunks(config):
         run_chunk(config, chunk)
     return merge(config)

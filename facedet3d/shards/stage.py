@@ -27,10 +27,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from facedet3d.data.jsonfile import write_json_atomic
-from facedet3d.data.shards import code_version, sha256_file, write_shard
+from facedet3d.atomic import write_json_atomic
+from facedet3d.data.manifest import manifest_chunks
 from facedet3d.data.uvmaps import resize_map
 from facedet3d.errors import UserError
+from facedet3d.paths import Results
+from facedet3d.shards.format import code_version, sha256_file, write_shard
 
 log = logging.getLogger(__name__)
 
@@ -42,19 +44,12 @@ _ANNOTATE_VECTORS = ("aus", "facenet", "age_dist", "age")
 _STRINGS = ("id", "identity", "sequence", "kind", "split")
 
 
-def shards_dir(config: dict) -> Path:
-    return Path(config["results_dir"]) / "shards"
-
-
-def shard_config(config: dict) -> dict:
-    """The ``shards`` section (types and ranges checked by the config schema)."""
-    return config["shards"]
-
-
-def _chunk_paths(folder: Path, stage: str) -> list[Path]:
-    paths = sorted(folder.glob("*.h5"))
-    if not paths:
-        raise UserError(f"no {stage} chunks in {folder}; run `facedet3d {stage}` first")
+def _chunk_paths(results: Results, stage: str) -> list[Path]:
+    """The chunk records of the manifest's chunks (never a file left over from an earlier run)."""
+    paths = [results.chunk(stage, c) for c in manifest_chunks(results.manifest)]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise UserError(f"{stage} chunks missing: {', '.join(map(str, missing))}; run `facedet3d {stage}` first")
     return paths
 
 
@@ -105,12 +100,12 @@ class _Error:
 
 def run(config: dict) -> dict:
     """Write all shards, index.json and summary.json; returns the summary."""
-    cfg = shard_config(config)
-    seed = int(config.get("seed", 0))
-    results = Path(config["results_dir"])
-    out = shards_dir(config)
-    ext_paths = _chunk_paths(results / "extract" / "chunks", "extract")
-    ann_paths = _chunk_paths(results / "annotate" / "chunks", "annotate")
+    cfg = config["shards"]
+    seed = int(config["seed"])
+    results = Results.of(config)
+    out = results.stage("shards")
+    ext_paths = _chunk_paths(results, "extract")
+    ann_paths = _chunk_paths(results, "annotate")
 
     ann_files = [h5py.File(p, "r") for p in ann_paths]
     ext_files = [h5py.File(p, "r") for p in ext_paths]
@@ -135,9 +130,9 @@ def run(config: dict) -> dict:
                 by_split[str(split)].append((image_id, c, r))
         truth = None
         if (config.get("data") or {}).get("source") == "synthetic":
-            from facedet3d.extract.synthetic_gt import SyntheticGroundTruth
+            from facedet3d.synth.truth import SyntheticGroundTruth
 
-            truth = SyntheticGroundTruth(results)
+            truth = SyntheticGroundTruth(results.root)
         entries, summary = _write_all(cfg, seed, out, by_split, ext_files, ann_files, annotated, truth)
     finally:
         for f in ext_files + ann_files:
@@ -149,13 +144,13 @@ def run(config: dict) -> dict:
         log.warning("shards: %d extracted images have no annotation and were skipped", len(skipped))
     fields = _fields_doc(cfg, truth is not None)
     index = {"shards": entries, "config": {**cfg, "seed": seed}, "code_version": code_version(), "fields": fields}
-    write_json_atomic(out / "index.json", index)
+    write_json_atomic(results.shard_index, index)
     # Shards of an earlier run that the new index no longer lists (fewer samples, other sizes).
     listed = {e["path"] for e in entries}
     for stale in sorted(out.glob("detp-*.h5")) + sorted(out.glob("rcan-*.h5")):
         if stale.name not in listed:
             stale.unlink()
-    write_json_atomic(out / "summary.json", summary)
+    write_json_atomic(results.summary("shards"), summary)
     return summary
 
 

@@ -49,43 +49,18 @@ import math
 import os
 import re
 from collections import Counter, defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 
+from facedet3d.atomic import write_json_atomic
 from facedet3d.data.manifest import COLUMNS as MANIFEST_COLUMNS
 from facedet3d.data.manifest import SPLITS, resolve_path, write_csv
-from facedet3d.data.jsonfile import write_json_atomic
+from facedet3d.data.rejects import reason_counts, reject, write_rejects
 from facedet3d.errors import UserError
-from facedet3d.data.rejects import write_rejects
+from facedet3d.paths import Results
 
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-
-@dataclass(frozen=True)
-class IngestResult:
-    """Where the stage wrote its outputs, and its summary."""
-
-    manifest: Path
-    summary_path: Path
-    rejects: Path
-    summary: dict
-
-    @property
-    def n_rows(self) -> int:
-        return self.summary["n_rows"]
-
-    @property
-    def n_chunks(self) -> int:
-        return self.summary["n_chunks"]
-
-
-def manifest_path(config: dict) -> Path:
-    return Path(config["results_dir"]) / "data" / "manifest.csv"
-
-
-def ingest_dir(config: dict) -> Path:
-    return Path(config["results_dir"]) / "ingest"
 
 
 def settings(config: dict) -> dict:
@@ -102,14 +77,15 @@ def settings(config: dict) -> dict:
     return s
 
 
-def ingest(config: dict) -> IngestResult:
-    """Build manifest.csv, summary.json and rejects.csv for ``config['data']['source']``."""
+def run(config: dict) -> dict:
+    """Build manifest.csv, summary.json and rejects.csv for ``config['data']['source']``; returns the summary."""
     s = settings(config)
     source = config["data"]["source"]
     if source not in ("synthetic", "folders"):
         raise UserError(f"config key 'data.source' must be 'synthetic' or 'folders', got {source!r}")
     inputs = _input_dirs(config) if source == "folders" else None  # checked before anything is written
-    out = manifest_path(config)
+    paths = Results.of(config)
+    out = paths.manifest
     out.parent.mkdir(parents=True, exist_ok=True)
     base = os.path.realpath(out.parent)  # relative paths are computed from here
     if inputs is None:
@@ -119,17 +95,16 @@ def ingest(config: dict) -> IngestResult:
     for index, row in enumerate(rows):
         row["chunk"] = index // s["chunk_size"]
     summary = _summary(config, s, source, rows, rejects, info)
-    folder = ingest_dir(config)
-    write_rejects(folder / "rejects.csv", rejects)
-    write_json_atomic(folder / "summary.json", summary)
+    write_rejects(paths.rejects("ingest"), rejects)
+    write_json_atomic(paths.summary("ingest"), summary)
     if not rows:
         out.unlink(missing_ok=True)  # never leave a stale manifest behind
         raise UserError(f"no images found for data.source={source}; every file was rejected "
-                        f"({len(rejects)} listed in {folder / 'rejects.csv'})")
+                        f"({len(rejects)} listed in {paths.rejects('ingest')})")
     write_csv(out, MANIFEST_COLUMNS, rows)
     log.info("ingest: %d rows in %d chunks, %d files skipped (see %s)", len(rows), summary["n_chunks"],
-             len(rejects), folder / "rejects.csv")
-    return IngestResult(out, folder / "summary.json", folder / "rejects.csv", summary)
+             len(rejects), paths.rejects("ingest"))
+    return summary
 
 
 # ---------------------------------------------------------------------------------------- reading
@@ -144,7 +119,7 @@ def resolve(manifest: str | Path, row: dict) -> Path:
 
 
 def _synthetic_rows(config: dict, base: str) -> tuple[list[dict], list[dict], dict]:
-    synth_manifest = Path(config["results_dir"]) / "synth" / "manifest.csv"
+    synth_manifest = Results.of(config).synth_manifest
     if not synth_manifest.is_file():
         raise UserError(f"data.source is 'synthetic' but {synth_manifest} does not exist; "
                         "run `facedet3d synth` (or the Snakemake rule `synth`) first")
@@ -187,7 +162,7 @@ def _folder_rows(config: dict, s: dict, base: str, images_dir: Path | None,
         for rel in files:
             reason = _reject_reason(images_dir / rel)
             if reason:
-                rejects.append({"input": str(images_dir / rel), "stage": "ingest", "reason": reason})
+                rejects.append(reject(images_dir / rel, "ingest", reason))
                 continue
             rows.append(_image_row(images_dir, rel, s, base))
     if videos_dir is not None:
@@ -201,7 +176,7 @@ def _folder_rows(config: dict, s: dict, base: str, images_dir: Path | None,
             if not reason and len(parts) == 1:
                 reason = "frame outside a video folder (data.videos_dir needs one sub-folder per video)"
             if reason:
-                rejects.append({"input": str(videos_dir / rel), "stage": "ingest", "reason": reason})
+                rejects.append(reject(videos_dir / rel, "ingest", reason))
                 continue
             frames[parts[:-1]].append(parts[-1])
         for folder in sorted(frames, key=lambda p: _natural("/".join(p))):
@@ -367,7 +342,7 @@ def _summary(config: dict, s: dict, source: str, rows: list[dict], rejects: list
         "n_inputs": info.get("n_inputs", len(rows)),
         "n_rows": len(rows),
         "n_skipped": len(rejects),
-        "skipped_reasons": dict(sorted(Counter(r["reason"] for r in rejects).items())),
+        "skipped_reasons": reason_counts(rejects),
         "n_chunks": n_chunks,
         "chunk_size": s["chunk_size"],
         "rows_per_split": per_split,

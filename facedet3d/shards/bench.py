@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from facedet3d.data.loaders import DetPDataset
+from facedet3d.shards.loaders import DetPDataset
 
 FIELDS = ("detail", "texture")
 BATCH = 16
@@ -43,8 +43,8 @@ class _FileDataset(Dataset):
 
 def _fake_shards(folder: Path, n: int, seed: int = 0) -> Path:
     """A one-split shard set of n random samples at the demo's sizes; returns its index.json."""
-    from facedet3d.data.jsonfile import write_json_atomic
-    from facedet3d.data.shards import sha256_file, write_shard
+    from facedet3d.atomic import write_json_atomic
+    from facedet3d.shards.format import sha256_file, write_shard
 
     rng = np.random.default_rng(seed)
     entries, size = [], 256

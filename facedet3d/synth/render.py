@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from facedet3d.face.synthetic import albedo_texture, limit_lid_closure, synthetic_model
+from facedet3d.render.color import srgb_decode, srgb_encode
 from facedet3d.render.camera import face_camera, place_face
 from facedet3d.render.displace import displace
 from facedet3d.render.rasterize import interpolate, rasterize, sample_texture
@@ -24,16 +25,6 @@ from facedet3d.render.shaded import render_shaded
 from facedet3d.render.shading import sh_from_light, sh_irradiance, vertex_normals
 
 NOISE_SIGMA = 1.5 / 255.0
-
-
-def srgb_encode(linear: np.ndarray) -> np.ndarray:
-    """Linear RGB in [0, 1] -> sRGB uint8 (gamma 2.2 approximation)."""
-    return (np.clip(linear, 0.0, 1.0) ** (1.0 / 2.2) * 255.0 + 0.5).astype(np.uint8)
-
-
-def srgb_decode(image: np.ndarray) -> np.ndarray:
-    """sRGB uint8 -> linear RGB float32 in [0, 1]."""
-    return (image.astype(np.float32) / 255.0) ** 2.2
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""Stage `synth` (rule `synth`, `facedet3d synth`, config section `synth`, results/synth/)."""
