@@ -67,6 +67,14 @@ def test_every_input_is_accepted_or_rejected_with_a_reason(tmp_path):
         else:
             assert outcome in rejects[name]["reason"].lower(), (name, rejects[name])
     assert json.loads((Path(config["results_dir"]) / "extract" / "summary.json").read_text()) == summary
+    # Every stage writes the same kind of input: an absolute path to the file itself.
+    photos = (tmp_path / "photos").resolve()
+    assert all(Path(r["input"]).is_absolute() and Path(r["input"]).parent == photos for r in rejects.values())
+    # Reasons are counted by kind: no file name or path is a key, and no reason is cut short.
+    kinds = summary["reject_reasons"]
+    assert sum(kinds.values()) == summary["n_rejected"]
+    assert not any(name in kind for kind in kinds for name in expected), kinds
+    assert kinds.get("not an image: extension .txt") == 1, kinds
 
 
 @pytest.fixture(scope="module")

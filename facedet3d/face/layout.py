@@ -45,7 +45,7 @@ UPPER_LIP_TOP_Y = -54.0
 LOWER_LIP_BOTTOM_Y = -71.0
 CHIN = (0.0, -90.0)
 
-# The 17 Action Units in OpenFace order (DESIGN.md §1).
+# The 17 Action Units in OpenFace order (AU01 02 04 05 06 07 09 10 12 14 15 17 20 23 25 26 45).
 AU_NAMES = (
     "AU01", "AU02", "AU04", "AU05", "AU06", "AU07", "AU09", "AU10", "AU12",
     "AU14", "AU15", "AU17", "AU20", "AU23", "AU25", "AU26", "AU45",

@@ -15,6 +15,7 @@ import h5py
 import numpy as np
 
 from facedet3d.errors import UserError
+from facedet3d.paths import Results
 
 # Fields returned for every image (the generator writes all of them, see data.synth_stage).
 FIELDS = ("detail", "texture", "shape", "expr", "albedo", "pose", "sh", "landmarks", "aus",
@@ -52,7 +53,7 @@ class SyntheticGroundTruth:
     """
 
     def __init__(self, results_dir: str | Path):
-        self.chunks_dir = Path(results_dir) / "synth" / "chunks"
+        self.chunks_dir = Results(results_dir).chunk("synth", 0).parent
         paths = sorted(self.chunks_dir.glob("*.h5"))
         if not paths:
             raise UserError(f"the synthetic-gt backend needs the generator's ground truth, but {self.chunks_dir} "
