@@ -5,7 +5,8 @@ a real, pretrained detector sees its renders as faces.
 
 dlib's HOG window is 80 px: without upsampling it finds faces of ~80 px and more. Large photos
 are searched on a pyramid of working copies (:func:`working_scales`): a cheap shrunk copy first,
-then larger ones up to the full image while a face could still be missed there.
+then larger ones up to the full image until a face is found, then at most one more pass, large
+enough to count the other faces of similar size (:meth:`FaceDetector.detect`).
 """
 
 from __future__ import annotations
