@@ -1,6 +1,8 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   create .venv if missing, install, run the whole DAG on the embedded default
 #   make test   create .venv if missing, install, run the test suite
+# The Snakemake targets run .venv/bin/snakemake by path, exactly as the README documents it:
+# rules find `facedet3d` beside it (rules/common.smk), so no activated venv or PATH is needed.
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
@@ -18,25 +20,39 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# profiles/local: 2 cores, one GPU job at a time (resources gpu=1), shell commands printed.
 demo: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --profile profiles/default --cores 2
+	$(BIN)/snakemake --profile profiles/local
 
 test: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
 
 lint: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --lint
+	$(BIN)/snakemake --lint
 
 dry-run: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake -n --cores 2
+	$(BIN)/snakemake -n --profile profiles/local
 
-# Rebuild the shipped detail-network weights (README, extraction; ~25 min on 2 cores): a synthetic
-# set of its own seed (configs/detail_net.yaml), shape from shading on every image, training.
-DETAIL_NET_DIR := results/detail_net
+# Delete results/ and Snakemake's records of the files in it (.snakemake/metadata: params, code,
+# ...; .snakemake/incomplete: markers of interrupted jobs); asks nothing. Other results folders,
+# conda environments and logs in .snakemake/ stay. Long keys are split into @-prefixed folders,
+# whose first part still starts with the key.
+clean-results:
+	rm -rf results
+	@$(PYTHON) -c 'import base64, os, shutil; \
+	roots = ("results/", os.path.abspath("results") + "/"); \
+	dirs = [".snakemake/metadata", ".snakemake/incomplete"]; \
+	entries = [(d, n) for d in dirs if os.path.isdir(d) for n in os.listdir(d)]; \
+	key = lambda n: base64.urlsafe_b64decode(n.lstrip("@")[: len(n.lstrip("@")) // 4 * 4]).decode(errors="replace"); \
+	old = [os.path.join(d, n) for d, n in entries if key(n).startswith(roots)]; \
+	[shutil.rmtree(p) if os.path.isdir(p) else os.remove(p) for p in old]; \
+	print(f"removed results/ and {len(old)} Snakemake records of its files")'
+
+# Retrain the detail network (README, extraction; ~25 min on 2 cores): rule detail_net on a
+# synthetic set of its own seed (configs/detail_net.yaml: results/detail_net_set/), shape from
+# shading on every image, then training. Writes results/detail_net_set/detail_net/detail_net.pt;
+# use it with extract.detail_net_weights, or copy it over facedet3d/extract/weights/detail_net.pt
+# to ship it.
 detail-net: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --profile profiles/default --cores 2 \
-		--configfile config.yaml configs/detail_net.yaml -- synth
-	$(BIN)/python -m facedet3d.extract.detail_net_train collect --results $(DETAIL_NET_DIR) \
-		--out $(DETAIL_NET_DIR)/samples.npy
-	$(BIN)/python -m facedet3d.extract.detail_net_train train --data $(DETAIL_NET_DIR)/samples.npy \
-		--out facedet3d/extract/weights/detail_net.pt
+	$(BIN)/snakemake --profile profiles/local --configfile config.yaml configs/detail_net.yaml \
+		-- detail_net

@@ -1,9 +1,20 @@
 # FaceDet3D pipeline: rebuilds the FaceDet3D dataset and trains its networks.
-# Run:   snakemake --cores 2 [--configfile overlay.yaml] [--profile profiles/default]
+# Run:   .venv/bin/snakemake --cores 2 [--configfile overlay.yaml]   (no activated venv needed)
+#        .venv/bin/snakemake --profile profiles/local  (one machine: also one GPU job at a time)
+#        .venv/bin/snakemake --profile profiles/slurm  (cluster)
 # Every rule is a thin call of `facedet3d STAGE`; the stages live in the package.
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version
 
+from facedet3d.config import ConfigError, check_yaml_file
+
 min_version("9.0")
+
+# Snakemake's message for a YAML syntax error in config.yaml names no file; ours names it and the line.
+try:
+    check_yaml_file("config.yaml")
+except ConfigError as err:
+    raise WorkflowError(str(err))
 
 
 configfile: "config.yaml"

@@ -37,6 +37,8 @@ def _run_stage(args: argparse.Namespace) -> None:
         module.run_chunk(config, args.chunk)
     elif getattr(args, "merge", False):
         module.merge(config)
+    elif getattr(args, "figure", False):
+        module.figure(config)
     else:
         module.run(config)
 
@@ -58,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
             group = p.add_mutually_exclusive_group()
             group.add_argument("--chunk", type=int, help="run only this chunk (0-based); one Snakemake job")
             group.add_argument("--merge", action="store_true", help="only merge finished chunks into the summary")
+            if stage.figure_reads is not None:
+                group.add_argument("--figure", action="store_true", help="only draw the stage's picture")
         p.set_defaults(func=_run_stage)
 
     from facedet3d.bench import BENCHES, add_arguments

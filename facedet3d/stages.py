@@ -5,12 +5,14 @@ Every stage module has the same entry points (its ``stage.py``):
 * ``run(config) -> dict`` — the whole stage without Snakemake (every chunk, then the merge);
   returns the stage summary that it also writes to ``results/<stage>/summary.json``;
 * chunked stages also ``chunks(config) -> list[int]``, ``run_chunk(config, chunk) -> Path``
-  (one Snakemake job per chunk) and ``merge(config) -> dict`` (the summary job).
+  (one Snakemake job per chunk) and ``merge(config) -> dict`` (the summary job);
+* a stage with ``figure_reads`` also ``figure(config) -> Path``: a picture drawn in a job of its
+  own, so that a setting of the picture alone reruns nothing but the picture.
 
-``reads`` / ``merge_reads`` name the config keys whose values change a job's outputs; the rules
-pass exactly these as ``params`` (Snakemake's rerun trigger), so a job reruns when one of them
-changes and not otherwise. A key is ``"section"`` (all of it), ``"section.key"``, or
-``"!section.key"`` to leave one out of a section named before it. The merge of a chunked stage
+``reads`` / ``merge_reads`` / ``figure_reads`` name the config keys whose values change a job's
+outputs; the rules pass exactly these as ``params`` (Snakemake's rerun trigger), so a job reruns
+when one of them changes and not otherwise. A key is ``"section"`` (all of it), ``"section.key"``,
+or ``"!section.key"`` to leave one out of a section named before it. The merge of a chunked stage
 reruns anyway when a chunk does; its ``merge_reads`` are the keys only the merge reads.
 This module imports nothing heavy: the Snakefile and ``facedet3d --help`` read it.
 """
@@ -30,6 +32,7 @@ class Stage:
     chunked: bool
     reads: tuple[str, ...] | Callable[[dict], tuple[str, ...]] = ()
     merge_reads: tuple[str, ...] = ()
+    figure_reads: tuple[str, ...] | None = None
 
     @property
     def command(self) -> str:
@@ -40,12 +43,12 @@ def _ingest_reads(config: dict) -> tuple[str, ...]:
     # The synthetic source copies the generator's manifest (identities, splits): only chunking matters.
     if config["data"]["source"] == "synthetic":
         return ("data.source", "ingest.chunk_size")
-    return ("seed", "data", "!ingest.max_image_side", "ingest")
+    return ("seed", "data", "ingest", "!ingest.max_image_side")
 
 
 STAGES = {s.command: s for s in (
     Stage("synth", "facedet3d.synth.stage", "render the embedded synthetic face dataset with ground truth",
-          chunked=True, reads=("seed", "synth", "!synth.contact_sheet_rows"), merge_reads=("synth.contact_sheet_rows",)),
+          chunked=True, reads=("seed", "synth", "!synth.contact_sheet_rows"), figure_reads=("synth.contact_sheet_rows",)),
     Stage("ingest", "facedet3d.ingest.stage",
           "build results/data/manifest.csv from the synthetic set or image/video folders",
           chunked=False, reads=_ingest_reads),
@@ -81,8 +84,9 @@ def _select(config: dict, keys: tuple[str, ...]) -> dict:
     return out
 
 
-def job_settings(name: str, config: dict, merge: bool = False) -> dict:
-    """The config values one job of stage ``name`` reads (its chunk jobs', or its merge's)."""
+def job_settings(name: str, config: dict, part: str = "run") -> dict:
+    """The config values one job of stage ``name`` reads: ``part`` is "run" (the stage, or one of
+    its chunks), "merge" or "figure"."""
     stage = STAGES[name.replace("_", "-")]
-    keys = stage.merge_reads if merge else stage.reads
+    keys = {"run": stage.reads, "merge": stage.merge_reads, "figure": stage.figure_reads}[part]
     return _select(config, keys(config) if callable(keys) else keys)

@@ -31,7 +31,7 @@ rule annotate:
         rejects=RESULTS.rejects("annotate"),
     params:
         config=CONFIG,
-        settings=settings("annotate", merge=True),
+        settings=settings("annotate", "merge"),
     log:
         RESULTS.log("annotate"),
     conda:

@@ -39,9 +39,9 @@ if not workflow.deployment_settings.deployment_method:
     shell.prefix(f'set -euo pipefail; export PATH="{Path(sys.executable).parent}:$PATH"; ')
 
 
-def settings(stage, merge=False):
+def settings(stage, part="run"):
     """The config values a job reads (its params: Snakemake reruns the job when they change)."""
-    return job_settings(stage, config, merge=merge)
+    return job_settings(stage, config, part)
 
 
 def synth_chunks():

@@ -54,7 +54,7 @@ rule extract:
         preview=RESULTS.extract_preview,
     params:
         config=CONFIG,
-        settings=settings("extract", merge=True),
+        settings=settings("extract", "merge"),
     log:
         RESULTS.log("extract"),
     conda:

@@ -26,11 +26,10 @@ rule synth:
         [RESULTS.chunk("synth", c) for c in synth_chunks()],
     output:
         manifest=RESULTS.synth_manifest,
-        sheet=RESULTS.contact_sheet,
         summary=RESULTS.summary("synth"),
     params:
         config=CONFIG,
-        settings=settings("synth", merge=True),
+        settings=settings("synth", "merge"),
     log:
         RESULTS.log("synth"),
     conda:
@@ -40,6 +39,25 @@ rule synth:
         runtime=20,
     shell:
         "facedet3d synth --config {params.config} --merge > {log} 2>&1"
+
+
+rule synth_figure:
+    input:
+        [RESULTS.chunk("synth", c) for c in synth_chunks()],
+    output:
+        RESULTS.contact_sheet,
+    params:
+        config=CONFIG,
+        settings=settings("synth", "figure"),
+    log:
+        RESULTS.log("synth_figure"),
+    conda:
+        ENV
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "facedet3d synth --config {params.config} --figure > {log} 2>&1"
 
 
 # Not in `rule all`: `make detail-net` trains the extractor's detail network on the synthetic

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from facedet3d.config import ConfigError, load_config, load_schema, write_resolved
+from facedet3d.config import ConfigError, check_yaml_file, load_config, load_schema, write_resolved
 from tests.conftest import REPO
 
 
@@ -72,6 +72,19 @@ def test_missing_or_malformed_file_is_a_config_error(tmp_path):
     bad.write_text("synth: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config([bad])
+
+
+def test_a_yaml_syntax_error_names_the_file_and_line_on_one_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("seed: 1\nsynth:\n  n_identities: [6\n  image_size: 128\n")
+    with pytest.raises(ConfigError) as err:
+        load_config([REPO / "config.yaml", bad])
+    assert str(err.value) == f"config file {bad} is not valid YAML: line 4, column 13: expected ',' or ']', but got ':'"
+    # The Snakefile's check of config.yaml before `configfile:` says the same; a missing file is Snakemake's to report.
+    with pytest.raises(ConfigError, match="line 4, column 13"):
+        check_yaml_file(bad)
+    check_yaml_file(tmp_path / "absent.yaml")
+    check_yaml_file(REPO / "config.yaml")
 
 
 def test_resolved_config_is_rewritten_only_on_change(tmp_path):

@@ -4,13 +4,60 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import tomllib
+import warnings
+from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.conftest import BIN, REPO
+
 
 def _results(tmp_path) -> str:
     return f"results_dir={tmp_path / 'results'}"
+
+
+def _run(args: list, check: bool = True, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    """run_cmd for module-scoped fixtures: from the repository root, the venv's tools first on PATH."""
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    proc = subprocess.run([str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def _overlay(folder: Path, name: str, data: dict) -> Path:
+    path = folder / name
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _plan(out: str) -> dict[str, int]:
+    """The jobs a dry run plans, by rule (its "Job stats" table); {} when nothing is to be done."""
+    if "Nothing to be done" in out:
+        return {}
+    jobs, in_table = {}, False
+    for line in out.split("Job stats:", 1)[1].splitlines():
+        if line.startswith("---"):
+            in_table = True
+        elif in_table:
+            name, count = line.split()
+            if name == "total":
+                return jobs
+            jobs[name] = int(count)
+    raise AssertionError(f"no job table in:\n{out}")
+
+
+def _rules_for(out: str, reason: str) -> set[str]:
+    """Rules a dry run lists under one reason of its summary, e.g. "params have changed since last execution"."""
+    lines = out.splitlines()
+    for i, line in enumerate(lines):
+        if line.strip() == reason + ":":
+            return {rule.strip() for rule in lines[i + 1].split(",")}
+    return set()
 
 
 def test_lint_is_clean(run_cmd, tiny_config, tmp_path):
@@ -37,6 +84,55 @@ def test_slurm_profile_dry_run_carries_resources(run_cmd, tiny_config, tmp_path)
     profile = yaml.safe_load(open("profiles/slurm/config.yaml"))
     for rule in ("train_detp", "train_rcan", "train_renderer"):
         assert profile["set-resources"][rule]["gpu"] == 1
+    # Only the slurm profile: no profiles/default stacked under it as Snakemake's workflow profile.
+    assert "workflow specific profile" not in out and "profiles/default" not in out
+
+
+def test_slurm_runs_carry_no_global_gpu_limit_local_runs_do(monkeypatch, capsys):
+    """Snakemake 9 stacks profiles/default under any --profile; its global gpu=1 would let one GPU
+    job run at a time on the whole cluster. The one-machine settings are in profiles/local."""
+    from snakemake.cli import parse_args
+
+    monkeypatch.chdir(REPO)
+    assert not (REPO / "profiles" / "default").exists()
+    _, args = parse_args(["-n", "--profile", "profiles/slurm"])
+    assert "gpu" not in (args.resources or {})
+    assert args.cores is None and args.executor == "slurm"
+    _, args = parse_args(["-n", "--profile", "profiles/local"])  # make demo, make detail-net
+    assert args.resources["gpu"].value == 1 and args.cores == 2
+    _, args = parse_args(["-n", "--cores", "2"])  # the plain README run: no profile at all
+    assert "gpu" not in (args.resources or {})
+    assert "workflow specific profile" not in capsys.readouterr().err
+
+
+def test_conda_env_pins_are_pyproject_dependencies():
+    """envs/facedet3d.yaml pins exactly pyproject.toml's dependencies and installs the package with
+    its post-deploy script, never through a relative path (resolved under .snakemake/conda/)."""
+    env = yaml.safe_load((REPO / "envs" / "facedet3d.yaml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert pip == project["dependencies"]
+    assert not any(p.startswith(".") or "/" in p for p in pip)
+    assert "python=3.11" in env["dependencies"] and "pip" in env["dependencies"]
+    # The rules' conda env is this file; Snakemake runs <env>.post-deploy.sh beside it.
+    assert 'ENV = "../envs/facedet3d.yaml"' in (REPO / "rules" / "common.smk").read_text()
+    assert (REPO / "envs" / "facedet3d.post-deploy.sh").is_file()
+
+
+def test_conda_post_deploy_installs_the_repository(tmp_path):
+    """The post-deploy script installs the working directory (Snakemake's: the repository) editable,
+    without dependencies; elsewhere it stops with one line. `python` here records its arguments."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "python").write_text('#!/bin/sh\necho "python $*"\n')
+    (fake / "python").chmod(0o755)
+    script = REPO / "envs" / "facedet3d.post-deploy.sh"
+    env = dict(os.environ, PATH=f"{fake}:/usr/bin:/bin")
+    proc = subprocess.run(["bash", script], cwd=REPO, env=env, capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == f"python -m pip install --no-deps -e {REPO}"
+    proc = subprocess.run(["bash", script], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert "run snakemake from the facedet3d repository root" in proc.stderr
 
 
 def test_unknown_key_stops_snakemake_before_any_job(run_cmd, tiny_config, tmp_path):
@@ -49,6 +145,87 @@ def test_unknown_key_stops_snakemake_before_any_job(run_cmd, tiny_config, tmp_pa
     assert "unknown config key 'synth.n_identitis'" in out
     assert "Traceback" not in out
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"source": "folders"}, "data.source is 'folders' but neither data.images_dir nor data.videos_dir is set"),
+    ({"source": "folders", "images_dir": "/no/such/faces"},
+     "config key 'data.images_dir' points to /no/such/faces, which does not exist"),
+])
+def test_missing_images_dir_stops_a_dry_run_in_one_line(run_cmd, tmp_path, data, message):
+    overlay = _overlay(tmp_path, "folders.yaml", {"data": data, "results_dir": str(tmp_path / "results")})
+    proc = run_cmd(["snakemake", "-n", "--cores", "2", "--configfile", str(overlay)], check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1
+    assert f"invalid configuration: {message}" in out.splitlines()
+    assert "Traceback" not in out and "This was a dry-run" not in out
+
+
+def test_missing_configfile_is_named(run_cmd, tmp_path):
+    """Best achievable: Snakemake reads --configfile files before the Snakefile runs, and its reader
+    (snakemake/common/configfile.py, 9.27.1 and main) opens the file outside the `try` meant to turn
+    FileNotFoundError into "Config file ... not found.", so it prints a traceback whose last line
+    names the file. Nothing of the workflow runs, nothing is written."""
+    missing = tmp_path / "my.yaml"
+    proc = run_cmd(["snakemake", "-n", "--cores", "2", "--configfile", str(missing)], check=False)
+    out = (proc.stdout + proc.stderr).strip()
+    assert proc.returncode == 1
+    assert out.splitlines()[-1] == f"FileNotFoundError: [Errno 2] No such file or directory: '{missing}'"
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.xfail(strict=True, reason="Snakemake prints a traceback for a missing --configfile, before the "
+                   "Snakefile runs (open() outside the try in snakemake.common.configfile._load_configfile)")
+def test_missing_configfile_without_traceback(run_cmd, tmp_path):
+    proc = run_cmd(["snakemake", "-n", "--cores", "2", "--configfile", str(tmp_path / "my.yaml")], check=False)
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
+BROKEN_YAML = "synth:\n  n_identities: [6\n  image_size: 128\n"
+
+
+def test_cli_names_an_overlay_with_a_yaml_syntax_error(run_cmd, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BROKEN_YAML)
+    proc = run_cmd(["facedet3d", "synth", "--config", "config.yaml", "--config", str(bad)], check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"facedet3d synth: error: config file {bad} is not valid YAML: line 3, column 13: "
+        "expected ',' or ']', but got ':'"]
+
+
+def test_snakemake_reports_an_overlay_with_a_yaml_syntax_error(run_cmd, tmp_path):
+    """Best achievable: Snakemake parses --configfile overlays before the Snakefile runs and its
+    message names no file; it is short and nothing runs."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BROKEN_YAML)
+    proc = run_cmd(["snakemake", "-n", "--cores", "2", "--configfile", str(bad)], check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1
+    assert "Config file is not valid JSON or YAML" in out
+    assert "Traceback" not in out and "This was a dry-run" not in out
+
+
+@pytest.mark.xfail(strict=True, reason="Snakemake's own message for a broken --configfile names no file "
+                   "(snakemake.common.configfile._load_configfile), raised before the Snakefile runs")
+def test_snakemake_names_an_overlay_with_a_yaml_syntax_error(run_cmd, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BROKEN_YAML)
+    proc = run_cmd(["snakemake", "-n", "--cores", "2", "--configfile", str(bad)], check=False)
+    assert str(bad) in proc.stdout + proc.stderr
+
+
+def test_snakemake_names_config_yaml_with_a_yaml_syntax_error(tmp_path):
+    """The workflow's own config.yaml is read by the Snakefile: its error names the file and line."""
+    for name in ("Snakefile", "rules"):
+        (tmp_path / name).symlink_to(REPO / name)
+    (tmp_path / "config.yaml").write_text(BROKEN_YAML)
+    proc = _run(["snakemake", "-n", "--cores", "1"], check=False, cwd=tmp_path)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1
+    assert ("config file config.yaml is not valid YAML: line 3, column 13: "
+            "expected ',' or ']', but got ':'") in out.splitlines()
+    assert "Traceback" not in out
 
 
 def test_cli_reports_a_bad_config_in_one_line(run_cmd, tmp_path):
@@ -72,11 +249,63 @@ def test_cli_pins_one_blas_thread_per_job_unless_told_otherwise(monkeypatch, tmp
     assert os.environ["OPENBLAS_NUM_THREADS"] == "4"
 
 
+def test_cli_help_does_not_import_torch():
+    """`facedet3d --help` builds the whole parser; torch (3 s to import) loads only when a stage runs."""
+    code = "import sys, facedet3d.cli; facedet3d.cli.build_parser(); print('torch' in sys.modules)"
+    proc = _run([sys.executable, "-c", code])
+    assert proc.stdout.strip() == "False"
+
+
+def test_license_is_an_spdx_string_setuptools_accepts_without_warnings():
+    from setuptools.config.pyprojecttoml import apply_configuration
+    from setuptools.dist import Distribution
+
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert pyproject["project"]["license"] == "Apache-2.0"
+    assert pyproject["build-system"]["requires"] == ["setuptools>=77,<82"]  # 77: the first with SPDX strings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dist = apply_configuration(Distribution(), REPO / "pyproject.toml")
+    assert dist.metadata.license_expression == "Apache-2.0"
+    assert not [w for w in caught if "license" in str(w.message).lower()]
+
+
 @pytest.mark.slow
-def test_snakemake_runs_the_tiny_dag_end_to_end(run_cmd, tiny_config, tmp_path):
-    args = ["--configfile", str(tiny_config), "--config", _results(tmp_path)]
-    run_cmd(["snakemake", "--cores", "2", *args])
-    results = tmp_path / "results"
+def test_make_clean_results_removes_results_and_their_snakemake_records(tiny_config, tmp_path):
+    """`make clean-results` in a copy of the workflow: results/ and its records go, others stay."""
+    import base64
+
+    for name in ("Snakefile", "rules", "envs", "config.yaml", "Makefile"):
+        (tmp_path / name).symlink_to(REPO / name)
+    chunk = "results/synth/chunks/000.h5"
+    _run(["snakemake", "--cores", "2", "--configfile", tiny_config, "--config", "results_dir=results", "--", chunk],
+         cwd=tmp_path)
+    metadata = tmp_path / ".snakemake" / "metadata"
+    key = lambda path: base64.urlsafe_b64encode(path.encode()).decode()  # noqa: E731 (Snakemake's record names)
+    assert (metadata / key(chunk)).is_file()
+    (metadata / key("elsewhere/000.h5")).write_text((metadata / key(chunk)).read_text())
+    proc = _run(["make", f"PYTHON={sys.executable}", "clean-results"], cwd=tmp_path)
+    assert not (tmp_path / "results").exists()
+    assert sorted(p.name for p in metadata.iterdir()) == [key("elsewhere/000.h5")]
+    assert "removed results/ and" in proc.stdout
+    proc = _run(["snakemake", "-n", "--cores", "2", "--configfile", tiny_config, "--config", "results_dir=results",
+                 "--", chunk], cwd=tmp_path)
+    assert _plan(proc.stdout + proc.stderr) == {"synth_chunk": 1}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """One real run of the whole tiny DAG (~1 min), shared by the tests that need a finished results folder."""
+    tiny = REPO / "tests" / "configs" / "tiny.yaml"
+    results = tmp_path_factory.mktemp("tiny") / "results"
+    args = ["--cores", "2", "--configfile", tiny, "--config", f"results_dir={results}"]
+    _run(["snakemake", *args])
+    return args, results
+
+
+@pytest.mark.slow
+def test_snakemake_runs_the_tiny_dag_end_to_end(tiny_run):
+    args, results = tiny_run
     summary = json.loads((results / "synth" / "summary.json").read_text())
     assert summary["n_identities"] == 6
     assert (results / "synth" / "contact_sheet.png").is_file()
@@ -90,5 +319,67 @@ def test_snakemake_runs_the_tiny_dag_end_to_end(run_cmd, tiny_config, tmp_path):
     assert len(list((results / "benchmarks" / "synth").glob("*.tsv"))) == 2
     assert len(list((results / "logs" / "extract").glob("chunk_*.log"))) >= 1
     # A second run finds nothing to do: the resolved config kept its timestamp.
-    proc = run_cmd(["snakemake", "-n", "--cores", "2", *args])
+    proc = _run(["snakemake", "-n", *args])
     assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_contact_sheet_rows_rerun_the_contact_sheet_and_nothing_else(tiny_run, tmp_path):
+    """synth.contact_sheet_rows is read by the contact-sheet job only: no chunk, no merge, nothing downstream."""
+    args, _ = tiny_run
+    rows = _overlay(tmp_path, "rows.yaml", {"synth": {"contact_sheet_rows": 2}})
+    proc = _run(["snakemake", "-n", *args[:3], args[3], rows, *args[4:]])
+    out = proc.stdout + proc.stderr
+    assert _plan(out) == {"synth_figure": 1, "all": 1}
+    assert _rules_for(out, "params have changed since last execution") == {"synth_figure"}
+
+
+@pytest.fixture(scope="module")
+def folders_run(tmp_path_factory):
+    """Real face photos in identity folders, ingested by a real run (`--until ingest`, seconds)."""
+    import matplotlib.cbook
+    import skimage.data
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("folders")
+    astronaut = Image.fromarray(skimage.data.astronaut())
+    hopper = Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).convert("RGB")
+    (root / "faces" / "astronaut").mkdir(parents=True)
+    (root / "faces" / "hopper").mkdir(parents=True)
+    astronaut.save(root / "faces" / "astronaut" / "astronaut.png")
+    astronaut.crop((100, 0, 400, 300)).save(root / "faces" / "astronaut" / "astronaut_face.png")
+    hopper.save(root / "faces" / "hopper" / "grace_hopper.jpg")
+    hopper.crop((100, 50, 450, 400)).save(root / "faces" / "hopper" / "grace_hopper_face.jpg")
+    hopper.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(root / "faces" / "hopper" / "grace_hopper_flip.jpg")
+    config = _overlay(root, "folders.yaml", {
+        "results_dir": str(root / "results"),
+        "data": {"source": "folders", "images_dir": str(root / "faces"), "videos_dir": None},
+        "ingest": {"chunk_size": 2},
+    })
+    args = ["--cores", "2", "--configfile", config]
+    _run(["snakemake", *args, "--until", "ingest"])
+    return args, root
+
+
+@pytest.mark.slow
+def test_folder_ingest_reruns_exactly_when_a_key_it_reads_changes(folders_run):
+    args, root = folders_run
+    manifest = (root / "results" / "data" / "manifest.csv").read_text().splitlines()
+    assert len(manifest) == 1 + 5
+    until = ["--until", "ingest"]
+    proc = _run(["snakemake", "-n", *args, *until])
+    assert _plan(proc.stdout + proc.stderr) == {}
+    # seed: folder identities are split by a hash of (seed, identity).
+    seed = _overlay(root, "seed.yaml", {"seed": 7})
+    proc = _run(["snakemake", "-n", *args, seed, *until])
+    out = proc.stdout + proc.stderr
+    assert _plan(out) == {"ingest": 1}
+    assert _rules_for(out, "params have changed since last execution") == {"ingest"}
+
+
+@pytest.mark.slow
+def test_folder_ingest_ignores_a_key_only_extraction_reads(folders_run):
+    args, root = folders_run
+    side = _overlay(root, "side.yaml", {"ingest": {"max_image_side": 4096}})
+    proc = _run(["snakemake", "-n", *args, side, "--until", "ingest"])
+    assert _plan(proc.stdout + proc.stderr) == {}

@@ -54,12 +54,30 @@ def _read(path: str | Path) -> dict:
         with open(path, encoding="utf-8") as f:
             data = yaml.safe_load(f)
     except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+        raise ConfigError(f"config file {path} is not valid YAML: {_yaml_problem(err)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of keys, not {type(data).__name__}")
     return data
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """A YAML syntax error on one line: where (1-based line and column) and what."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark else problem
+
+
+def check_yaml_file(path: str | Path) -> None:
+    """Raise ConfigError naming ``path`` (and the line) when it exists but is not a YAML mapping.
+
+    The Snakefile runs it on config.yaml before its ``configfile:`` directive, whose own
+    message for a syntax error names no file. (``--configfile`` overlays are read by
+    Snakemake before the Snakefile runs: their errors are Snakemake's.)
+    """
+    if Path(path).is_file():
+        _read(path)
 
 
 def _describe(error: jsonschema.ValidationError) -> str:

@@ -129,8 +129,6 @@ _SMALL = ["id", "path", "identity", "split", "kind", "sequence", "frame", "expre
 
 def merge(config: dict) -> dict:
     """Write manifest.csv, the contact sheet and summary.json from finished chunks."""
-    from facedet3d.synth.sheet import contact_sheet
-
     paths = Results.of(config)
     chunk_paths = _chunk_paths(config)
     rows: dict[str, list] = defaultdict(list)
@@ -143,7 +141,6 @@ def merge(config: dict) -> dict:
     rows["age"] = [f"{a:.2f}" for a in rows["age"]]
     write_csv(paths.synth_manifest, MANIFEST_COLUMNS,
               [{c: rows[c][i] for c in MANIFEST_COLUMNS if c in rows} for i in range(len(rows["id"]))])
-    contact_sheet(config, chunk_paths, paths.contact_sheet)
     summary = _summary(config, rows, seconds)
     write_json_atomic(paths.summary("synth"), summary)
     return summary
@@ -186,8 +183,17 @@ def _summary(config: dict, rows: dict, seconds: float) -> dict:
     }
 
 
+def figure(config: dict) -> Path:
+    """The contact sheet (its own job: its settings rerun nothing else)."""
+    from facedet3d.synth.sheet import contact_sheet
+
+    return contact_sheet(config, _chunk_paths(config), Results.of(config).contact_sheet)
+
+
 def run(config: dict) -> dict:
-    """Every chunk, then the merge (for use without Snakemake)."""
+    """Every chunk, the merge and the contact sheet (for use without Snakemake)."""
     for chunk in chunks(config):
         run_chunk(config, chunk)
-    return merge(config)
+    summary = merge(config)
+    figure(config)
+    return summary
