@@ -75,6 +75,13 @@ def test_dry_run_plans_chunked_jobs(run_cmd, tiny_config, tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+def test_until_shards_includes_every_summary_the_readme_points_to(run_cmd, tiny_config, tmp_path):
+    proc = run_cmd(["snakemake", "-n", "--cores", "2", "--until", "shards", "--configfile", str(tiny_config),
+                    "--config", _results(tmp_path)])
+    plan = _plan(proc.stdout + proc.stderr)
+    assert {"synth", "ingest", "extract", "annotate", "shards"} <= set(plan), plan
+
+
 def test_slurm_profile_dry_run_carries_resources(run_cmd, tiny_config, tmp_path):
     proc = run_cmd(["snakemake", "-n", "--profile", "profiles/slurm", "--configfile", str(tiny_config),
                     "--config", _results(tmp_path)])
