@@ -90,7 +90,8 @@ def test_make_targets_that_plan_or_lint(target, expected):
     # README: make dry-run, make lint (-o: the venv is installed already; BIN: this Python's)
     proc = bare(["make", "-o", STAMP, f"BIN={VENV_BIN}", target])
     out = proc.stdout + proc.stderr
-    assert expected in out
+    # A finished demo in results/ leaves nothing to plan: Snakemake says so instead.
+    assert expected in out or (target == "dry-run" and "Nothing to be done" in out), out
     if target == "dry-run":
         assert "Using profile profiles/local for setting" in out
 
