@@ -25,6 +25,7 @@ include: "rules/synth.smk"
 include: "rules/extract.smk"
 include: "rules/annotate.smk"
 include: "rules/shards.smk"
+include: "rules/train.smk"
 
 
 rule all:

@@ -83,11 +83,31 @@ def bench_loader(args: argparse.Namespace) -> Iterator[dict]:
     yield from run(index_path=index if index.is_file() else None, quick=args.quick)
 
 
+def bench_train_detp(args: argparse.Namespace) -> Iterator[dict]:
+    """Samples/s of one DetP training step (generator, discriminators, lazy R1) at the demo's and the paper's sizes."""
+    from facedet3d.config import load_config
+    from facedet3d.detp.bench import bench_train_detp as run
+    from facedet3d.train.device import resolve_device
+
+    settings = load_config(_configs(args))["train_detp"]
+    sizes = {"demo": settings["size"]} if args.quick else {"demo": settings["size"], "paper": 256}
+    yield from run(settings, sizes, resolve_device(args.device), steps=2 if args.quick else 5)
+
+
+def bench_train_rcan(args: argparse.Namespace) -> Iterator[dict]:
+    """Samples/s of one RCAN training step (forward, L1, backward, Adam) at the demo's and the paper's sizes."""
+    from facedet3d.rcan.bench import bench_train_rcan as run
+
+    yield from run(config_paths=_configs(args), device=args.device, quick=args.quick)
+
+
 BENCHES: dict[str, Callable[[argparse.Namespace], Iterator[dict]]] = {
     "rasterize": bench_rasterize,
     "synth": bench_synth,
     "extract": bench_extract,
     "loader": bench_loader,
+    "train-detp": bench_train_detp,
+    "train-rcan": bench_train_rcan,
 }
 
 

@@ -325,6 +325,14 @@ def test_snakemake_runs_the_tiny_dag_end_to_end(tiny_run):
     assert len(list((results / "logs" / "synth").glob("chunk_*.log"))) == 2
     assert len(list((results / "benchmarks" / "synth").glob("*.tsv"))) == 2
     assert len(list((results / "logs" / "extract").glob("chunk_*.log"))) >= 1
+    # Both training rules ran (a few steps of tiny networks) and measured on held-out people.
+    detp = json.loads((results / "train_detp" / "summary.json").read_text())
+    assert detp["n_pairs"] > 0 and set(detp["vs_truth"]) == {"detp", "copy", "zero", "expression_mean"}
+    rcan = json.loads((results / "train_rcan" / "summary.json").read_text())
+    assert {"psnr", "psnr_bicubic", "psnr_nearest"} <= set(rcan)
+    for stage in ("train_detp", "train_rcan"):
+        for name in ("final.pt", "checkpoint.pt", "metrics.json", "samples.png", "loss.csv"):
+            assert (results / stage / name).is_file(), (stage, name)
     # A second run finds nothing to do: the resolved config kept its timestamp.
     proc = _run(["snakemake", "-n", *args])
     assert "Nothing to be done" in proc.stdout + proc.stderr

@@ -90,3 +90,13 @@ def video_sequence(aus_apex: np.ndarray, n_frames: int) -> np.ndarray:
     apex = np.asarray(aus_apex, np.float32).reshape(N_AU)
     t = np.linspace(0.0, 1.0, n_frames, dtype=np.float32) if n_frames > 1 else np.ones(1, np.float32)
     return (ease(t)[:, None] * apex[None, :]).astype(np.float32)
+
+
+def nearest_expression(aus: np.ndarray, neutral_below: float = 0.5) -> str:
+    """The prototype whose AU profile points most nearly the way ``aus`` (17,) does (cosine);
+    "neutral" when no AU reaches ``neutral_below``. For labelling figures."""
+    aus = np.asarray(aus, np.float32)
+    if aus.max(initial=0.0) < neutral_below:
+        return "neutral"
+    scores = {n: float(aus @ p / (np.linalg.norm(aus) * np.linalg.norm(p))) for n, p in PROTOTYPES.items() if n != "neutral"}
+    return max(scores, key=scores.get)

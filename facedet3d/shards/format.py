@@ -61,6 +61,12 @@ def read_index(index_path: str | Path) -> dict:
     return json.loads(index_path.read_text(encoding="utf-8"))
 
 
+def split_digest(index_path: str | Path, kind: str, split: str) -> str:
+    """One hash of a split's shard checksums (training options carry it: other data restarts training)."""
+    entries = sorted(e["sha256"] for e in read_index(index_path)["shards"] if e["kind"] == kind and e["split"] == split)
+    return hashlib.sha256("".join(entries).encode()).hexdigest()[:16]
+
+
 def verify_index(index_path: str | Path, raise_on_error: bool = False) -> list[str]:
     """Check every shard of an index against its sha256; returns the problems (empty when all match).
 
