@@ -63,5 +63,5 @@ def expression_mean(train_aus: torch.Tensor, train_maps: torch.Tensor, target_au
 
 
 def summarise(per_pair: dict[str, dict[str, np.ndarray]]) -> dict[str, dict[str, float]]:
-    """{method: {metric: mean over pairs}}, rounded."""
-    return {method: {k: round(float(np.mean(v)), 5) for k, v in m.items()} for method, m in per_pair.items()}
+    """{method: {metric: mean over pairs}}, to 6 significant digits (l1 is in mm: ~1e-3)."""
+    return {method: {k: float(f"{float(np.mean(v)):.6g}") for k, v in m.items()} for method, m in per_pair.items()}
