@@ -12,6 +12,8 @@ import pytest
     ("synth", {"images_per_s"}),
     ("extract", {"s_per_image", "s_detect", "s_landmarks", "s_fit", "s_unwrap", "s_detail"}),
     ("loader", {"workers", "samples_per_s"}),
+    ("train-detp", {"size", "batch", "samples_per_s", "ms_per_step"}),
+    ("train-rcan", {"batch", "patch", "samples_per_s", "ms_per_step"}),
 ])
 def test_bench_prints_json_lines_with_contract_keys(run_cmd, name, keys):
     proc = run_cmd(["facedet3d", "bench", name, "--quick"])

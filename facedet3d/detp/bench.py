@@ -24,10 +24,11 @@ def _random_split(n: int, size: int, n_people: int = 8) -> Split:
                  sequence=np.array([""] * n), frame=np.full(n, -1))
 
 
-def bench_train_detp(settings: dict, sizes: dict[str, int], device: torch.device, steps: int = 5) -> Iterator[dict]:
-    """One row per named size: a full step (G phase, D phase, R1 every r1_every) timed after a warm-up."""
-    for name, size in sizes.items():
-        s = {**settings, "size": size}
+def bench_train_detp(settings: dict[str, dict], device: torch.device, steps: int = 5) -> Iterator[dict]:
+    """One row per named ``train_detp`` section: a full step (G phase, D phase, R1 every r1_every)
+    timed after a warm-up."""
+    for name, s in settings.items():
+        size = s["size"]
         train = _random_split(64, size)
         cfg = DetPConfig(size=size, width=s["width"], max_width=s["max_width"], depth=s["depth"],
                          vec_features=s["vec_features"], refine_blocks=s["refine_blocks"], n_shape=40)
