@@ -11,7 +11,7 @@ import torch
 from facedet3d.detp.data import Split, make_batch_fn
 from facedet3d.detp.model import DetPConfig
 from facedet3d.detp.stage import build, make_phases
-from facedet3d.train.device import autocast
+from facedet3d.train.loop import run_step
 
 
 def _random_split(n: int, size: int, n_people: int = 8) -> Split:
@@ -37,15 +37,7 @@ def bench_train_detp(settings: dict[str, dict], device: torch.device, steps: int
         batch_fn = make_batch_fn(train, s["batch"], seed=0, scale=0.05)
 
         def step(i: int) -> None:
-            batch = {k: v.to(device) for k, v in batch_fn(i).items()}
-            for phase in phases:
-                if i % phase.every:
-                    continue
-                phase.optimizer.zero_grad(set_to_none=True)
-                with autocast(device):
-                    loss, _ = phase.loss(batch, i)
-                loss.backward()
-                phase.optimizer.step()
+            run_step(phases, {k: v.to(device) for k, v in batch_fn(i).items()}, i, device)
 
         step(0)
         if device.type == "cuda":

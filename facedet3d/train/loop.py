@@ -80,23 +80,8 @@ def training_loop(run_dir: str | Path, nets: dict[str, nn.Module], phases: list[
         net.train()
     with tqdm(total=steps, initial=start_step, desc=desc, unit="step", mininterval=5.0) as bar:
         for step in range(start_step, steps):
-            batch = _to_device(batch_fn(step), device)
-            for phase in phases:
-                if step % phase.every:
-                    continue
-                phase.optimizer.zero_grad(set_to_none=True)
-                with autocast(device):
-                    loss, terms = phase.loss(batch, step)
-                if not torch.isfinite(loss):
-                    raise UserError(f"{desc}: the {phase.name} loss is {loss.item()} at step {step + 1}; "
-                                    "lower the learning rate or the loss weights")
-                loss.backward()
-                if phase.clip is not None:
-                    params = [p for g in phase.optimizer.param_groups for p in g["params"]]
-                    torch.nn.utils.clip_grad_norm_(params, phase.clip)
-                phase.optimizer.step()
-                for key, value in terms.items():
-                    sums.setdefault(f"{phase.name}/{key}", []).append(float(value))
+            for key, value in run_step(phases, _to_device(batch_fn(step), device), step, device, desc).items():
+                sums.setdefault(key, []).append(value)
             for scheduler in schedulers.values():
                 scheduler.step()
             bar.update(1)
@@ -111,6 +96,28 @@ def training_loop(run_dir: str | Path, nets: dict[str, nn.Module], phases: list[
             if done % checkpoint_every == 0 or done == steps:
                 save_checkpoint(ckpt_path, _state(nets, phases, schedulers, done, options))
     return row
+
+
+def run_step(phases: list[Phase], batch: dict, step: int, device: torch.device, desc: str = "train") -> dict:
+    """One step: every phase due runs zero_grad, its loss (bf16 autocast on CUDA), backward, clip,
+    optimiser step. Returns the logged terms as {"<phase>/<term>": float}."""
+    logged = {}
+    for phase in phases:
+        if step % phase.every:
+            continue
+        phase.optimizer.zero_grad(set_to_none=True)
+        with autocast(device):
+            loss, terms = phase.loss(batch, step)
+        if not torch.isfinite(loss):
+            raise UserError(f"{desc}: the {phase.name} loss is {loss.item()} at step {step + 1}; "
+                            "lower the learning rate or the loss weights")
+        loss.backward()
+        if phase.clip is not None:
+            params = [p for g in phase.optimizer.param_groups for p in g["params"]]
+            torch.nn.utils.clip_grad_norm_(params, phase.clip)
+        phase.optimizer.step()
+        logged |= {f"{phase.name}/{k}": float(v) for k, v in terms.items()}
+    return logged
 
 
 def _to_device(batch: dict, device: torch.device) -> dict:
