@@ -62,7 +62,7 @@ STAGES = {s.command: s for s in (
           chunked=False, reads=("seed", "train_rcan")),
     Stage("train_detp", "facedet3d.detp.stage",
           "train DetP with D_Exp, D_Face, D_Age; held-out metrics against baselines (paper Sec. 3.2)",
-          chunked=False, reads=("seed", "data.source", "train_detp")),
+          chunked=False, reads=("seed", "train_detp")),
     Stage("detail_net", "facedet3d.extract.detail_net_train",
           "train the extractor's detail network on a synthetic set's ground truth (make detail-net)",
           chunked=False, reads=("seed", "detail_net")),

@@ -193,6 +193,3 @@ class MapDiscriminator(nn.Module):
         h = self.trunk(detail)
         return {"real": self.real(h)[:, 0], **{k: head(h) for k, head in self.heads.items()}}
 
-
-def config_dict(cfg: DetPConfig) -> dict:
-    return asdict(cfg)
