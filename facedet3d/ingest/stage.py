@@ -52,6 +52,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from facedet3d.atomic import write_json_atomic
+from facedet3d.config import check_input_paths
 from facedet3d.data.manifest import COLUMNS as MANIFEST_COLUMNS
 from facedet3d.data.manifest import SPLITS, resolve_path, write_csv
 from facedet3d.data.rejects import reason_counts, reject, write_rejects
@@ -140,11 +141,9 @@ def _synthetic_rows(config: dict, base: str) -> tuple[list[dict], list[dict], di
 
 def _input_dirs(config: dict) -> tuple[Path | None, Path | None]:
     """(images_dir, videos_dir), checked: existing folders, at least one, apart from each other and results."""
-    data = config["data"]
-    images_dir = _input_dir(data, "images_dir")
-    videos_dir = _input_dir(data, "videos_dir")
-    if images_dir is None and videos_dir is None:
-        raise UserError("data.source is 'folders' but neither data.images_dir nor data.videos_dir is set")
+    check_input_paths(config)  # existing folders, at least one (the check the Snakefile runs too)
+    images_dir, videos_dir = (Path(v).expanduser() if v else None
+                              for v in (config["data"].get("images_dir"), config["data"].get("videos_dir")))
     _check_apart({"data.images_dir": images_dir, "data.videos_dir": videos_dir,
                   "results_dir": Path(config["results_dir"])})
     return images_dir, videos_dir
@@ -187,18 +186,6 @@ def _folder_rows(config: dict, s: dict, base: str, images_dir: Path | None,
         row["split"] = split_of(row["identity"], seed, s["split"])
     _check_unique_ids(rows)
     return rows, rejects, info
-
-
-def _input_dir(data: dict, key: str) -> Path | None:
-    value = data.get(key)
-    if value in (None, ""):
-        return None
-    path = Path(value).expanduser()
-    if not path.exists():
-        raise UserError(f"config key 'data.{key}' points to {path}, which does not exist")
-    if not path.is_dir():
-        raise UserError(f"config key 'data.{key}' points to {path}, which is not a folder")
-    return path
 
 
 def _check_apart(folders: dict[str, Path | None]) -> None:

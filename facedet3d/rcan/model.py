@@ -153,14 +153,13 @@ def count_parameters(model: nn.Module) -> int:
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> RCAN:
     """The trained RCAN of ``final.pt`` (``{"model", "config", "options"}``), in eval mode."""
-    from facedet3d.errors import UserError
-    from facedet3d.train.checkpoint import load_checkpoint
+    from facedet3d.train.checkpoint import load_checkpoint, restore
 
     state = load_checkpoint(path, "RCAN weights")
-    try:
+
+    def load() -> RCAN:
         model = RCAN(RCANConfig(**state["config"]))
         model.load_state_dict(state["model"])
-    except (KeyError, TypeError, RuntimeError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"RCAN weights {path} do not fit this version of the network ({first})") from None
-    return model.to(device).eval()
+        return model
+
+    return restore(path, "RCAN weights", load).to(device).eval()

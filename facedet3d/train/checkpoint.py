@@ -23,6 +23,22 @@ def save_checkpoint(path: str | Path, state: dict) -> Path:
     return Path(path)
 
 
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (its type when it has none), for one-line errors."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def restore(path: str | Path, what: str, load):
+    """Return ``load()`` (building networks from a checkpoint's parts, load_state_dict calls); a part
+    that is missing or does not fit this configuration is one clear line naming the file."""
+    try:
+        return load()
+    except (KeyError, TypeError, RuntimeError, ValueError) as err:
+        raise UserError(f"{what} {path} does not fit this configuration ({first_line(err)}); "
+                        "delete it to start over, or rebuild it") from None
+
+
 def load_checkpoint(path: str | Path, what: str = "checkpoint") -> dict:
     """Read a checkpoint safely (no code runs); a missing, truncated or foreign file is one clear line."""
     path = Path(path)
@@ -31,8 +47,7 @@ def load_checkpoint(path: str | Path, what: str = "checkpoint") -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"{what} {path} is truncated or not a facedet3d checkpoint ({first}); "
+        raise UserError(f"{what} {path} is truncated or not a facedet3d checkpoint ({first_line(err)}); "
                         "delete it to start over") from None
     if not isinstance(state, dict):
         raise UserError(f"{what} {path} does not hold a dict; delete it to start over")

@@ -22,7 +22,7 @@ from torch import nn
 from tqdm import tqdm
 
 from facedet3d.errors import UserError
-from facedet3d.train.checkpoint import load_checkpoint, save_checkpoint
+from facedet3d.train.checkpoint import load_checkpoint, restore, save_checkpoint
 from facedet3d.train.device import autocast
 
 log = logging.getLogger(__name__)
@@ -141,7 +141,8 @@ def _resume(path: Path, nets, phases, schedulers, options: dict, desc: str) -> i
         log.warning("%s: %s was written with other options; starting over", desc, path)
         path.unlink()
         return 0
-    try:
+
+    def load() -> None:
         for name, net in nets.items():
             net.load_state_dict(state["nets"][name])
         for phase in phases:
@@ -149,11 +150,9 @@ def _resume(path: Path, nets, phases, schedulers, options: dict, desc: str) -> i
         for name, scheduler in schedulers.items():
             scheduler.load_state_dict(state["schedulers"][name])
         torch.set_rng_state(state["torch_rng"])
-        return int(state["step"])
-    except (KeyError, RuntimeError, ValueError) as err:
-        first = str(err).strip().splitlines()[0]
-        raise UserError(f"checkpoint {path} does not fit this configuration ({first}); "
-                        "delete it to start over") from None
+
+    restore(path, "checkpoint", load)
+    return int(state["step"])
 
 
 class _LossLog:
