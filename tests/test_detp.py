@@ -12,7 +12,9 @@ import torch
 from facedet3d.detp import losses
 from facedet3d.detp.data import Split, make_batch_fn
 from facedet3d.detp.metrics import expression_mean, face_region, pair_metrics, pearson
-from facedet3d.detp.model import DetP, DetPConfig, MapDiscriminator
+from facedet3d.detp.model import DetP, DetPConfig
+from facedet3d.train import adversarial
+from facedet3d.train.adversarial import Discriminator
 from facedet3d.detp.stage import build, evaluate, make_phases
 from facedet3d.errors import UserError
 from facedet3d.train.checkpoint import load_checkpoint, save_checkpoint
@@ -76,21 +78,21 @@ def test_detp_outputs_shapes_masks_and_eq4_at_init():
 
 
 def test_discriminator_heads():
-    d = MapDiscriminator(S, {"aus": 17, "expr": 17})
+    d = Discriminator(S, {"aus": 17, "expr": 17})
     out = d(torch.randn(2, 1, S, S))
     assert out["real"].shape == (2,) and out["aus"].shape == (2, 17) and out["expr"].shape == (2, 17)
 
 
 def test_losses_on_hand_made_cases():
     zero = torch.zeros(4)
-    assert math.isclose(losses.d_nonsaturating(zero, zero).item(), 2 * math.log(2), rel_tol=1e-6)
-    assert math.isclose(losses.g_nonsaturating(zero).item(), math.log(2), rel_tol=1e-6)
-    assert losses.g_nonsaturating(torch.full((4,), 20.0)).item() < 1e-8  # a convinced D: no loss
+    assert math.isclose(adversarial.d_nonsaturating(zero, zero).item(), 2 * math.log(2), rel_tol=1e-6)
+    assert math.isclose(adversarial.g_nonsaturating(zero).item(), math.log(2), rel_tol=1e-6)
+    assert adversarial.g_nonsaturating(torch.full((4,), 20.0)).item() < 1e-8  # a convinced D: no loss
     # R1 of a linear critic D(x) = <w, x> is ||w||^2 for every sample.
     w = torch.randn(1, 1, 4, 4)
     x = torch.randn(3, 1, 4, 4, requires_grad=True)
-    assert math.isclose(losses.r1_penalty((x * w).flatten(1).sum(1), x).item(), w.pow(2).sum().item(), rel_tol=1e-5)
-    assert losses.head_l2(torch.ones(2, 3), torch.zeros(2, 3)).item() == 3.0
+    assert math.isclose(adversarial.r1_penalty((x * w).flatten(1).sum(1), x).item(), w.pow(2).sum().item(), rel_tol=1e-5)
+    assert adversarial.head_l2(torch.ones(2, 3), torch.zeros(2, 3)).item() == 3.0
     a = torch.randn(2, 1, 32, 32)
     assert lap_loss(a, a).item() == 0.0
     # A constant offset lives only in the low-pass residual (level 4: weight 4^-4).

@@ -169,27 +169,3 @@ class DetP(nn.Module):
         mask_f = torch.sigmoid(logit_f)
         fine = mask_f * hal_f                                                   # Eq. 5 (see module doc)
         return {"detail": coarse + fine, "coarse": coarse, "fine": fine, "mask_c": mask_c, "mask_f": mask_f}
-
-
-class MapDiscriminator(nn.Module):
-    """A discriminator on detail maps with a realism head and named regression heads.
-
-    D_Exp: heads {"aus": 17, "expr": E} (Eq. 6); D_Face: {"facenet": 512} (Eq. 12); D_Age: {"age": 82} (Eq. 15).
-    (B, 1, S, S) -> {"real": (B,), head: (B, n)}.
-    """
-
-    def __init__(self, size: int, heads: dict[str, int], width: int = 16, max_width: int = 64):
-        super().__init__()
-        layers, c, s = [], 1, size
-        while s > 8:
-            c_out = min(max(width, c * 2), max_width) if layers else width
-            layers += [nn.Conv2d(c, c_out, 4, 2, 1), nn.LeakyReLU(0.2)]
-            c, s = c_out, s // 2
-        self.trunk = nn.Sequential(*layers, nn.Flatten(), nn.Linear(c * s * s, 128), nn.LeakyReLU(0.2))
-        self.real = nn.Linear(128, 1)
-        self.heads = nn.ModuleDict({k: nn.Linear(128, n) for k, n in heads.items()})
-
-    def forward(self, detail: torch.Tensor) -> dict[str, torch.Tensor]:
-        h = self.trunk(detail)
-        return {"real": self.real(h)[:, 0], **{k: head(h) for k, head in self.heads.items()}}
-

@@ -24,10 +24,12 @@ from facedet3d.atomic import write_json_atomic
 from facedet3d.detp import losses
 from facedet3d.detp.data import Split, load_split, make_batch_fn
 from facedet3d.detp.metrics import expression_mean, face_region, pair_metrics, summarise
-from facedet3d.detp.model import DetP, DetPConfig, MapDiscriminator
+from facedet3d.detp.model import DetP, DetPConfig
 from facedet3d.face.layout import AU_MAX
 from facedet3d.paths import Results
 from facedet3d.shards.format import split_digest
+from facedet3d.train import adversarial
+from facedet3d.train.adversarial import Discriminator
 from facedet3d.train.checkpoint import save_checkpoint
 from facedet3d.train.device import autocast, resolve_device
 from facedet3d.train.loop import Phase, training_loop
@@ -40,9 +42,9 @@ def build(cfg: DetPConfig, n_age: int = 82) -> dict[str, torch.nn.Module]:
     """DetP and its three discriminators (Eq. 6, 12, 15)."""
     return {
         "detp": DetP(cfg),
-        "d_exp": MapDiscriminator(cfg.size, {"aus": 17, "expr": cfg.n_expr}),
-        "d_face": MapDiscriminator(cfg.size, {"facenet": 512}),
-        "d_age": MapDiscriminator(cfg.size, {"age": n_age}),
+        "d_exp": Discriminator(cfg.size, {"aus": 17, "expr": cfg.n_expr}),
+        "d_face": Discriminator(cfg.size, {"facenet": 512}),
+        "d_age": Discriminator(cfg.size, {"age": n_age}),
     }
 
 
@@ -69,12 +71,12 @@ def make_phases(nets: dict, s: dict) -> list[Phase]:
         de, df, da = ds["d_exp"](out), ds["d_face"](out), ds["d_age"](out)
         terms = {
             "regress": losses.regression(pred_pair, b["pair_detail"]),
-            "adv": losses.g_nonsaturating(de["real"]) + losses.g_nonsaturating(df["real"])
-            + losses.g_nonsaturating(da["real"]),
-            "au": losses.head_l2(de["aus"], tgt_aus / AU_MAX),
-            "expr": losses.head_l2(de["expr"], tgt_expr / AU_MAX),
-            "id": losses.head_l2(df["facenet"], both["facenet"]),
-            "age": losses.head_l2(da["age"], both["age"]),
+            "adv": adversarial.g_nonsaturating(de["real"]) + adversarial.g_nonsaturating(df["real"])
+            + adversarial.g_nonsaturating(da["real"]),
+            "au": adversarial.head_l2(de["aus"], tgt_aus / AU_MAX),
+            "expr": adversarial.head_l2(de["expr"], tgt_expr / AU_MAX),
+            "id": adversarial.head_l2(df["facenet"], both["facenet"]),
+            "age": adversarial.head_l2(da["age"], both["age"]),
             "cycle": losses.cycle(_predict(g, fake, {**src, "aus": b["rand_aus"]}, src["aus"], src["expr"]),
                                   b["src_detail"]),
         }
@@ -88,15 +90,15 @@ def make_phases(nets: dict, s: dict) -> list[Phase]:
         total, terms = 0.0, {}
         for name, d in ds.items():
             out_r, out_f = d(real), d(fake)
-            adv = losses.d_nonsaturating(out_r["real"], out_f["real"])
-            head = sum(losses.head_l2(out_r[k], t) for k, t in heads[name].items())
+            adv = adversarial.d_nonsaturating(out_r["real"], out_f["real"])
+            head = sum(adversarial.head_l2(out_r[k], t) for k, t in heads[name].items())
             total = total + adv + w["heads"] * head
             terms[f"{name}_adv"], terms[f"{name}_head"] = adv.item(), head.item()
         return total, terms
 
     def r1_loss(b: dict, step: int):
         real = b["src_detail"].detach().requires_grad_(True)
-        penalty = sum(losses.r1_penalty(d(real)["real"], real) for d in ds.values())
+        penalty = sum(adversarial.r1_penalty(d(real)["real"], real) for d in ds.values())
         return penalty * (s["r1_gamma"] / 2 * s["r1_every"]), {"r1": penalty.item()}
 
     d_params = [p for d in ds.values() for p in d.parameters()]
