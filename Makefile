@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-stamp
 # Extra pip arguments for torch, e.g. a CPU-only index on machines whose default torch is a CUDA build.
 TORCH_PIP_ARGS ?=
 
-.PHONY: demo test lint dry-run clean-results detail-net
+.PHONY: demo test lint dry-run clean-results detail-net ablation
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -56,3 +56,9 @@ clean-results:
 detail-net: $(STAMP)
 	$(BIN)/snakemake --profile profiles/local --configfile config.yaml configs/detail_net.yaml \
 		-- detail_net
+
+# The renderer without the Augmented Wrinkle and Detailed Shading losses (paper Fig. 8), after
+# the demo's full R, and the table comparing the two on held-out people.
+ablation: $(STAMP)
+	$(BIN)/snakemake --profile profiles/local -- train_renderer_ablation
+	cat results/train_renderer_ablation/comparison.md

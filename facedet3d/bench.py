@@ -106,6 +106,25 @@ def bench_train_rcan(args: argparse.Namespace) -> Iterator[dict]:
     yield from run(config_paths=_configs(args), device=args.device, quick=args.quick)
 
 
+def bench_train_renderer(args: argparse.Namespace) -> Iterator[dict]:
+    """Samples/s of one renderer training step (R, D_Exp^RGB, lazy R1) and its rasterization share,
+    at the demo's and the paper's sizes."""
+    from pathlib import Path
+
+    from facedet3d.config import load_config
+    from facedet3d.renderer.bench import bench_train_renderer as run
+    from facedet3d.renderer.stage import fitted_model
+    from facedet3d.train.device import resolve_device
+
+    config = load_config(_configs(args))
+    settings = {"demo": config["train_renderer"]}
+    paper = Path("configs/paper.yaml")
+    if not args.quick and paper.is_file():
+        # Batch 2 keeps the CPU row to seconds; samples_per_s is per sample all the same.
+        settings["paper"] = {**load_config([*_configs(args), paper])["train_renderer"], "batch": 2}
+    yield from run(settings, fitted_model(config), resolve_device(args.device), steps=2 if args.quick else 3)
+
+
 BENCHES: dict[str, Callable[[argparse.Namespace], Iterator[dict]]] = {
     "rasterize": bench_rasterize,
     "synth": bench_synth,
@@ -113,6 +132,7 @@ BENCHES: dict[str, Callable[[argparse.Namespace], Iterator[dict]]] = {
     "loader": bench_loader,
     "train-detp": bench_train_detp,
     "train-rcan": bench_train_rcan,
+    "train-renderer": bench_train_renderer,
 }
 
 

@@ -39,6 +39,11 @@ class Stage:
         return self.name.replace("_", "-")
 
 
+# The renderer rasterizes the model extract fitted and measures FaceNet distances as annotate does.
+_RENDERER_READS = ("seed", "train_renderer", "extract.backend", "extract.model", "extract.bfm_path",
+                   "extract.mesh_resolution", "synth.mesh_resolution", "annotate")
+
+
 def _ingest_reads(config: dict) -> tuple[str, ...]:
     # The synthetic source copies the generator's manifest (identities, splits): only chunking matters.
     if config["data"]["source"] == "synthetic":
@@ -63,6 +68,12 @@ STAGES = {s.command: s for s in (
     Stage("train_detp", "facedet3d.detp.stage",
           "train DetP with D_Exp, D_Face, D_Age; held-out metrics against baselines (paper Sec. 3.2)",
           chunked=False, reads=("seed", "train_detp")),
+    Stage("train_renderer", "facedet3d.renderer.stage",
+          "train the rendering network R with the AugW and DSL losses (paper Sec. 3.3)",
+          chunked=False, reads=_RENDERER_READS),
+    Stage("train_renderer_ablation", "facedet3d.renderer.ablation",
+          "train R without AugW and DSL and compare it with the full R (paper Fig. 8)",
+          chunked=False, reads=_RENDERER_READS + ("train_renderer_ablation",)),
     Stage("detail_net", "facedet3d.extract.detail_net_train",
           "train the extractor's detail network on a synthetic set's ground truth (make detail-net)",
           chunked=False, reads=("seed", "detail_net")),

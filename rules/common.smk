@@ -72,7 +72,7 @@ def final_targets():
     """The final targets: every implemented stage for the configured data source."""
     targets = [RESULTS.summary("extract"), RESULTS.extract_preview, RESULTS.summary("annotate"),
                RESULTS.shard_index, RESULTS.summary("shards")]
-    for stage in ("train_detp", "train_rcan"):
+    for stage in ("train_detp", "train_rcan", "train_renderer"):
         targets += [RESULTS.stage(stage) / "final.pt", RESULTS.summary(stage), RESULTS.stage(stage) / "samples.png"]
     if config["data"]["source"] == "synthetic":
         targets += [RESULTS.summary("synth"), RESULTS.contact_sheet]

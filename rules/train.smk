@@ -1,5 +1,6 @@
-# Training stages: `train_detp` (DetP and its discriminators, paper Sec. 3.2) and `train_rcan`
-# (RCAN x4 on the shards' detail patch pairs, Eq. 19). Each asks for one GPU (profiles/local runs
+# Training stages: `train_detp` (DetP and its discriminators, paper Sec. 3.2), `train_rcan`
+# (RCAN x4 on the shards' detail patch pairs, Eq. 19) and `train_renderer` (R, Sec. 3.3; its
+# ablation without AugW and DSL is `train_renderer_ablation`). Each asks for one GPU (profiles/local runs
 # them one at a time; profiles/slurm on the GPU partition).
 # checkpoint.pt is deliberately not an output: Snakemake would delete it before rerunning a killed
 # job, and the stage resumes from it.
@@ -55,3 +56,60 @@ rule train_rcan:
         runtime=120,
     shell:
         "facedet3d train-rcan --config {params.config} > {log} 2>&1"
+
+
+rule train_renderer:
+    input:
+        index=RESULTS.shard_index,
+        manifest=RESULTS.manifest,
+    output:
+        model=RESULTS.stage("train_renderer") / "final.pt",
+        metrics=RESULTS.stage("train_renderer") / "metrics.json",
+        summary=RESULTS.summary("train_renderer"),
+        samples=RESULTS.stage("train_renderer") / "samples.png",
+    params:
+        config=CONFIG,
+        settings=settings("train_renderer"),
+    log:
+        RESULTS.log("train_renderer"),
+    benchmark:
+        RESULTS.benchmark("train_renderer")
+    conda:
+        ENV
+    threads: config["train_renderer"]["threads"]
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=240,
+    shell:
+        "facedet3d train-renderer --config {params.config} > {log} 2>&1"
+
+
+# Not in `make demo`: `make ablation` asks for it.
+rule train_renderer_ablation:
+    input:
+        index=RESULTS.shard_index,
+        manifest=RESULTS.manifest,
+        full=RESULTS.stage("train_renderer") / "metrics.json",
+    output:
+        model=RESULTS.stage("train_renderer_ablation") / "final.pt",
+        metrics=RESULTS.stage("train_renderer_ablation") / "metrics.json",
+        summary=RESULTS.summary("train_renderer_ablation"),
+        samples=RESULTS.stage("train_renderer_ablation") / "samples.png",
+        comparison=RESULTS.stage("train_renderer_ablation") / "comparison.md",
+    params:
+        config=CONFIG,
+        settings=settings("train_renderer_ablation"),
+    log:
+        RESULTS.log("train_renderer_ablation"),
+    benchmark:
+        RESULTS.benchmark("train_renderer_ablation")
+    conda:
+        ENV
+    threads: config["train_renderer"]["threads"]
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=240,
+    shell:
+        "facedet3d train-renderer-ablation --config {params.config} > {log} 2>&1"

@@ -14,6 +14,7 @@ import pytest
     ("loader", {"workers", "samples_per_s"}),
     ("train-detp", {"size", "batch", "samples_per_s", "ms_per_step"}),
     ("train-rcan", {"batch", "patch", "samples_per_s", "ms_per_step"}),
+    ("train-renderer", {"size", "batch", "samples_per_s", "ms_per_step", "raster_ms_per_step", "raster_share"}),
 ])
 def test_bench_prints_json_lines_with_contract_keys(run_cmd, name, keys):
     proc = run_cmd(["facedet3d", "bench", name, "--quick"])

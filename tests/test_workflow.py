@@ -89,7 +89,7 @@ def test_slurm_profile_dry_run_carries_resources(run_cmd, tiny_config, tmp_path)
     assert "This was a dry-run" in out
     assert "slurm_partition=cpu" in out and "mem_mb=3000" in out and "runtime=30" in out
     profile = yaml.safe_load(open("profiles/slurm/config.yaml"))
-    for rule in ("train_detp", "train_rcan", "train_renderer"):
+    for rule in ("train_detp", "train_rcan", "train_renderer", "train_renderer_ablation"):
         assert profile["set-resources"][rule]["gpu"] == 1
     # Only the slurm profile: no profiles/default stacked under it as Snakemake's workflow profile.
     assert "workflow specific profile" not in out and "profiles/default" not in out
@@ -325,12 +325,21 @@ def test_snakemake_runs_the_tiny_dag_end_to_end(tiny_run):
     assert len(list((results / "logs" / "synth").glob("chunk_*.log"))) == 2
     assert len(list((results / "benchmarks" / "synth").glob("*.tsv"))) == 2
     assert len(list((results / "logs" / "extract").glob("chunk_*.log"))) >= 1
-    # Both training rules ran (a few steps of tiny networks) and measured on held-out people.
+    # The training rules ran (a few steps of tiny networks) and measured on held-out people.
     detp = json.loads((results / "train_detp" / "summary.json").read_text())
     assert detp["n_pairs"] > 0 and set(detp["vs_truth"]) == {"detp", "copy", "zero", "expression_mean"}
     rcan = json.loads((results / "train_rcan" / "summary.json").read_text())
     assert {"psnr", "psnr_bicubic", "psnr_nearest"} <= set(rcan)
-    for stage in ("train_detp", "train_rcan"):
+    renderer = json.loads((results / "train_renderer" / "summary.json").read_text())
+    assert renderer["n_images"] > 0 and renderer["augw"] and renderer["dsl"]
+    assert {"psnr", "ssim", "detail_fidelity", "detail_response"} <= set(renderer)
+    assert set(renderer["new_expression"]) == {"psnr", "ssim", "facenet_distance"}
+    methods = renderer["methods"]
+    assert set(methods["rerender"]) == {"renderer", "texture", "model"}
+    assert set(methods["new_expression"]) == {"renderer", "texture", "model", "copy"}
+    assert set(methods["detail_fidelity"]) == set(renderer["detail_fidelity_by_yaw"]) == {"yaw_-30", "yaw_+0", "yaw_+30"}
+    assert methods["new_expression"]["renderer"]["facenet_distance"]["n"] == renderer["n_pairs"]
+    for stage in ("train_detp", "train_rcan", "train_renderer"):
         for name in ("final.pt", "checkpoint.pt", "metrics.json", "samples.png", "loss.csv"):
             assert (results / stage / name).is_file(), (stage, name)
     # A second run finds nothing to do: the resolved config kept its timestamp.

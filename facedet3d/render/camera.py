@@ -140,8 +140,8 @@ class Camera:
         image_size: (H, W) in pixels.
         focal: focal length in pixels (perspective) or the scale in pixels per mm
             (orthographic); a float or a (B,) tensor.
-        principal: principal point (cx, cy) in pixels (column, row); None means
-            the image centre (W / 2, H / 2).
+        principal: principal point (cx, cy) in pixels (column, row), or a (B, 2) tensor of
+            one per image (cameras of crops); None means the image centre (W / 2, H / 2).
     """
 
     kind: str
@@ -186,7 +186,11 @@ class Camera:
         f = torch.as_tensor(self.focal, dtype=verts_cam.dtype, device=verts_cam.device)
         if f.dim() == 1:
             f = f[:, None]
-        cx, cy = self.center
+        if isinstance(self.principal, Tensor):
+            c = self.principal.to(verts_cam)
+            cx, cy = c[:, 0:1], c[:, 1:2]
+        else:
+            cx, cy = self.center
         x, y, z = verts_cam.unbind(-1)
         depth = -z
         if self.is_perspective:
