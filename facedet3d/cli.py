@@ -50,6 +50,12 @@ def _bench(args: argparse.Namespace) -> None:
         print(json.dumps(row), flush=True)
 
 
+def _predict(args: argparse.Namespace) -> int:
+    from facedet3d.predict.command import run
+
+    return run(args.photos, args.expression, args.out, args.models, args.yaw, args.device, args.rcan_passes)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="facedet3d", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
@@ -63,6 +69,18 @@ def build_parser() -> argparse.ArgumentParser:
             if stage.figure_reads is not None:
                 group.add_argument("--figure", action="store_true", help="only draw the stage's picture")
         p.set_defaults(func=_run_stage)
+
+    p = sub.add_parser("predict", help="a detailed 3D face and R's renderings of photos in a target expression")
+    p.add_argument("photos", nargs="+", metavar="PHOTO", help="face photos (jpg, png...)")
+    p.add_argument("--expression", required=True,
+                   help='a prototype (anger, disgust, fear, happy, sad, surprise, neutral) or AUs, e.g. "AU12=2.5,AU06=1.8"')
+    p.add_argument("--yaw", type=float, default=None, help="head yaw in degrees (default: the photo's own)")
+    p.add_argument("--models", default="results", metavar="RESULTS_DIR", help="results folder of a finished run")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (one sub-folder per photo)")
+    p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    p.add_argument("--rcan-passes", type=int, default=1, choices=[0, 1, 2],
+                   help="RCAN x4 passes on DetP's map (Eq. 20 makes 2: slower on a CPU)")
+    p.set_defaults(func=_predict)
 
     from facedet3d.bench import BENCHES, add_arguments
 
@@ -89,11 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     # Stage progress goes to stderr, which each Snakemake rule sends to results/logs/<stage>.log.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     try:
-        args.func(args)
+        status = args.func(args)
     except (ConfigError, UserError) as err:
         print(f"facedet3d {args.stage}: error: {err}", file=sys.stderr)
         return 2
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":
