@@ -20,12 +20,16 @@ except ConfigError as err:
 configfile: "config.yaml"
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/synth.smk"
 include: "rules/extract.smk"
 include: "rules/annotate.smk"
 include: "rules/shards.smk"
 include: "rules/train.smk"
+include: "rules/evaluate.smk"
 
 
 rule all:

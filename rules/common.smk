@@ -74,6 +74,7 @@ def final_targets():
                RESULTS.shard_index, RESULTS.summary("shards")]
     for stage in ("train_detp", "train_rcan", "train_renderer"):
         targets += [RESULTS.stage(stage) / "final.pt", RESULTS.summary(stage), RESULTS.stage(stage) / "samples.png"]
+    targets += [RESULTS.stage("evaluate") / "report.html", RESULTS.summary("evaluate")]
     if config["data"]["source"] == "synthetic":
         targets += [RESULTS.summary("synth"), RESULTS.contact_sheet]
     return targets

@@ -300,16 +300,6 @@ def test_make_clean_results_removes_results_and_their_snakemake_records(tiny_con
     assert _plan(proc.stdout + proc.stderr) == {"synth_chunk": 1}
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """One real run of the whole tiny DAG (~1 min), shared by the tests that need a finished results folder."""
-    tiny = REPO / "tests" / "configs" / "tiny.yaml"
-    results = tmp_path_factory.mktemp("tiny") / "results"
-    args = ["--cores", "2", "--configfile", tiny, "--config", f"results_dir={results}"]
-    _run(["snakemake", *args])
-    return args, results
-
-
 @pytest.mark.slow
 def test_snakemake_runs_the_tiny_dag_end_to_end(tiny_run):
     args, results = tiny_run

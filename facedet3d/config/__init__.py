@@ -121,9 +121,12 @@ _INPUT_PATHS = (
     ("annotate.openface_dir", lambda c: c["annotate"]["aus_backend"] == "openface", "folder"),
     ("annotate.facenet_weights", lambda c: c["annotate"]["facenet_backend"] == "pytorch", "file"),
     ("annotate.age_model_dir", lambda c: True, "folder"),
+    ("train_renderer.perceptual_weights", lambda c: c["train_renderer"]["perceptual"] == "vgg16", "file"),
+    ("evaluate.photos_dir", lambda c: True, "folder"),
 )
 _REQUIRED = {"extract.fds_dir": "extract.backend is fds", "extract.bfm_path": "extract.model is bfm2017",
-             "annotate.openface_dir": "annotate.aus_backend is openface"}
+             "annotate.openface_dir": "annotate.aus_backend is openface",
+             "train_renderer.perceptual_weights": "train_renderer.perceptual is vgg16"}
 
 
 def check_input_paths(config: dict) -> dict:

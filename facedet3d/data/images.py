@@ -48,6 +48,9 @@ _ORIENTATION = {
     5: "transposed", 6: "rotated 90° clockwise", 7: "transversed", 8: "rotated 90° counter-clockwise",
 }
 
+# The file extensions taken for images when listing folders (any case).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
 
 class BadImageError(UserError):
     """An input image that cannot be used; ``reason`` says why, ``path`` which file."""

@@ -53,6 +53,7 @@ from pathlib import Path
 
 from facedet3d.atomic import write_json_atomic
 from facedet3d.config import check_input_paths
+from facedet3d.data.images import IMAGE_EXTENSIONS
 from facedet3d.data.manifest import COLUMNS as MANIFEST_COLUMNS
 from facedet3d.data.manifest import SPLITS, resolve_path, write_csv
 from facedet3d.data.rejects import reason_counts, reject, write_rejects
@@ -61,7 +62,6 @@ from facedet3d.paths import Results
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def settings(config: dict) -> dict:

@@ -24,8 +24,8 @@ def _figures(metrics: dict) -> dict[str, dict]:
     for section in ("rerender", "new_expression"):
         for fig, v in tables[section]["renderer"].items():
             out[f"{section} / {fig}"] = v
-    for section in ("detail_fidelity", "detail_response"):
-        for yaw, v in tables[section].items():
+    for section in ("detail_fidelity", "detail_response", "detail_fidelity_gain1"):
+        for yaw, v in tables.get(section, {}).items():
             out[f"{section} / {yaw}"] = v["renderer"]
     return out
 
