@@ -19,6 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (per worker)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes (synth)")
     parser.add_argument("--quick", action="store_true", help="fewer sizes and repeats, for a smoke run")
+    parser.add_argument("--models", default="results", metavar="RESULTS_DIR",
+                        help="results folder of a finished run (predict)")
     parser.add_argument("--config", action="append", metavar="FILE",
                         help="config whose sizes the synth/extract benches use; repeat to overlay (default config.yaml)")
 
@@ -125,6 +127,14 @@ def bench_train_renderer(args: argparse.Namespace) -> Iterator[dict]:
     yield from run(settings, fitted_model(config), resolve_device(args.device), steps=2 if args.quick else 3)
 
 
+def bench_predict(args: argparse.Namespace) -> Iterator[dict]:
+    """Seconds per photo of `facedet3d predict` on scikit-image's astronaut photo (512²), models
+    loaded once: extraction + annotation, DetP + RCAN (one and two passes), R + files."""
+    from facedet3d.predict.bench import bench_predict as run
+
+    yield from run(args.models, args.device, repeats=1 if args.quick else 3)
+
+
 BENCHES: dict[str, Callable[[argparse.Namespace], Iterator[dict]]] = {
     "rasterize": bench_rasterize,
     "synth": bench_synth,
@@ -133,6 +143,7 @@ BENCHES: dict[str, Callable[[argparse.Namespace], Iterator[dict]]] = {
     "train-detp": bench_train_detp,
     "train-rcan": bench_train_rcan,
     "train-renderer": bench_train_renderer,
+    "predict": bench_predict,
 }
 
 

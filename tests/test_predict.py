@@ -88,3 +88,13 @@ def test_predict_bad_arguments_are_one_line(run_cmd, tiny_run, tmp_path, args, m
     proc = run_cmd(["facedet3d", "predict", str(face), *args, "--out", str(tmp_path / "o")], check=False)
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_bench_predict_rows(run_cmd, tiny_run):
+    _, results = tiny_run
+    proc = run_cmd(["facedet3d", "bench", "predict", "--quick", "--models", str(results)])
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    assert [r["rcan_passes"] for r in rows] == [1, 2]
+    assert all(r["bench"] == "predict" and r["s_per_photo"] > 0 and r["s_extract_annotate"] > 0 for r in rows)
+    assert rows[1]["detail_size"] == 4 * rows[0]["detail_size"]

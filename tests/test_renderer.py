@@ -25,7 +25,7 @@ from facedet3d.train.loop import training_loop
 
 S = 32
 CFG = RendererConfig(size=S, texture_size=16, features=4, width=4, max_width=8, depth=2, lr_factor=4, n_albedo=18)
-SETTINGS = {"size": S, "augw": True, "dsl": True, "lr": 2e-3, "lr_d": 1e-3, "r1_gamma": 1.0, "r1_every": 2,
+SETTINGS = {"size": S, "augw": True, "dsl": True, "augw_gain": 1.0, "lr": 2e-3, "lr_d": 1e-3, "r1_gamma": 1.0, "r1_every": 2,
             "grad_clip": 10.0,
             "weights": {"photo": 1.0, "photo_lr": 1.0, "pcpt": 0.0, "augw": 1.0, "dsl": 1.0, "adv": 0.01, "au": 0.01,
                         "heads": 1.0}}
@@ -216,6 +216,8 @@ def test_metrics_on_hand_made_images():
     np.testing.assert_allclose(M.detail_fidelity(render, wrinkles, flat, mask, 2.0), [1.0, 1.0], rtol=1e-6)
     np.testing.assert_allclose(M.detail_response(render, 0.4 * flat, wrinkles, flat, mask), [1.0, 1.0], rtol=1e-6)
     assert np.all(np.isnan(M.detail_response(render, render, wrinkles, flat, mask)))  # no change: undefined
+    np.testing.assert_allclose(M.detail_strength(render, 0.4 * flat, wrinkles, flat, mask), [0.4, 0.4], rtol=1e-6)
+    np.testing.assert_allclose(M.detail_strength(render, render, wrinkles, flat, mask), [0.0, 0.0], atol=1e-12)
     ci = M.bootstrap(np.array([0.1, 0.2, 0.3, np.nan]), 500)
     assert ci["n"] == 3 and ci["ci95"][0] <= ci["mean"] == 0.2 <= ci["ci95"][1]
 

@@ -24,7 +24,8 @@ def _figures(metrics: dict) -> dict[str, dict]:
     for section in ("rerender", "new_expression"):
         for fig, v in tables[section]["renderer"].items():
             out[f"{section} / {fig}"] = v
-    for section in ("detail_fidelity", "detail_response", "detail_fidelity_gain1"):
+    for section in ("detail_strength", "detail_response", "detail_fidelity", "detail_strength_gain1",
+                    "detail_response_gain", "detail_fidelity_gain1"):
         for yaw, v in tables.get(section, {}).items():
             out[f"{section} / {yaw}"] = v["renderer"]
     return out

@@ -22,7 +22,10 @@ Figures (means over images or pairs, each with a 95 % bootstrap interval over th
                   the details exactly: the gain makes the details visible, as FDS's maps are;
   detail_response corr of the luminance change of the rendering with that of the shading when the
                   detail map goes from zero to D* (same views, the maps' own amplitude): what R does
-                  with the details, whatever their size.
+                  with the details, whatever their size;
+  detail_strength the slope of that luminance change on the shading's (D* times the gain): how much
+                  of the details' contrast R draws; the model render shows what an exact renderer
+                  draws. The "_gain1" / "_gain" tables hold each figure at the other amplitude.
 """
 
 from __future__ import annotations
@@ -158,32 +161,35 @@ def evaluate(r: Renderer, geometry: FaceGeometry, test: Faces, s: dict, config: 
     # Detail fidelity and response at each yaw: x with another held-out person's map D*.
     z = donors(test)
     gain = float(s["fidelity_gain"])
-    fidelity, fidelity_1, response = {}, {}, {}
+    names = ("fidelity", "response", "strength")
+    detail = {(n, g): {} for n in names for g in (1.0, gain)}
     for yaw_deg in s["eval_yaws_deg"]:
         key = f"yaw_{yaw_deg:+d}"
-        fid: dict = {}
-        fid_1: dict = {}
-        resp: dict = {}
+        stores = {k: {} for k in detail}
         for i in _chunks(len(test)):
             view = test.view(i).with_yaw(math.radians(yaw_deg))
             args = (texture[i], test.shape[i], test.albedo[i], test.expr[i])
             flat = render(r, geometry, *args, torch.zeros_like(test.detail[i]), test.aus[i], view)
             shade0, base_0 = flat["detailed"].shading, baselines(texture[i], flat["detailed"])
-            for g, store in ((1.0, fid_1), (gain, fid)):
+            for g in (1.0, gain):
                 fake = render(r, geometry, *args, test.detail[z[i]] * g, test.aus[i], view)
                 shade, skin = fake["detailed"].shading, fake["detailed"].skin
                 base_f = baselines(texture[i], fake["detailed"])
                 preds = {"renderer": (fake["image"], flat["image"]), **{k: (base_f[k], base_0[k]) for k in base_f}}
                 for name, (pf, p0) in preds.items():
-                    _collect(store, name, corr=M.detail_fidelity(pf, shade, shade0, skin, s["highpass_sigma"]))
-                    if g == 1.0:
-                        _collect(resp, name, corr=M.detail_response(pf, p0, shade, shade0, skin))
-        fidelity[key] = {k: v["corr"] for k, v in _summaries(fid, n_boot, seed).items()}
-        fidelity_1[key] = {k: v["corr"] for k, v in _summaries(fid_1, n_boot, seed).items()}
-        response[key] = {k: v["corr"] for k, v in _summaries(resp, n_boot, seed).items()}
+                    _collect(stores["fidelity", g], name,
+                             corr=M.detail_fidelity(pf, shade, shade0, skin, s["highpass_sigma"]))
+                    _collect(stores["response", g], name, corr=M.detail_response(pf, p0, shade, shade0, skin))
+                    _collect(stores["strength", g], name, slope=M.detail_strength(pf, p0, shade, shade0, skin))
+        for k, store in stores.items():
+            fig = "slope" if k[0] == "strength" else "corr"
+            detail[k][key] = {m: v[fig] for m, v in _summaries(store, n_boot, seed).items()}
+    fidelity, response, strength = detail["fidelity", gain], detail["response", 1.0], detail["strength", gain]
 
     tables = {"rerender": _summaries(rer, n_boot, seed), "new_expression": _summaries(newx, n_boot, seed),
-              "detail_fidelity": fidelity, "detail_fidelity_gain1": fidelity_1, "detail_response": response}
+              "detail_fidelity": fidelity, "detail_response": response, "detail_strength": strength,
+              "detail_fidelity_gain1": detail["fidelity", 1.0], "detail_response_gain": detail["response", gain],
+              "detail_strength_gain1": detail["strength", 1.0]}
     mine = lambda table, fig: table["renderer"][fig]["mean"]  # noqa: E731
     by_yaw = lambda table: {yaw: v["renderer"]["mean"] for yaw, v in table.items()}  # noqa: E731
     return {
@@ -193,6 +199,7 @@ def evaluate(r: Renderer, geometry: FaceGeometry, test: Faces, s: dict, config: 
         "new_expression": {k: mine(tables["new_expression"], k) for k in ("psnr", "ssim", "facenet_distance")},
         "detail_fidelity": _mean(by_yaw(fidelity).values()), "detail_fidelity_by_yaw": by_yaw(fidelity),
         "detail_response": _mean(by_yaw(response).values()), "detail_response_by_yaw": by_yaw(response),
+        "detail_strength": _mean(by_yaw(strength).values()), "detail_strength_by_yaw": by_yaw(strength),
         "methods": tables,
         "fidelity_gain": gain, "highpass_sigma_px": s["highpass_sigma"], "bootstrap": n_boot,
     }

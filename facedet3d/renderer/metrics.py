@@ -8,7 +8,9 @@
                   of the reference: its edges (nose, lids, lips) would otherwise dominate the high-pass,
                   and a rendering that ignores the details entirely scored 0.70 against it;
   detail_response corr(luminance change of the rendering, luminance change of the shading) when the
-                  detail map goes from zero to D*: what R does with the details and nothing else.
+                  detail map goes from zero to D*: what R does with the details and nothing else;
+  detail_strength the slope of that change on the shading's: how much of the details' contrast
+                  shows (the model render, γ · shading in sRGB, sets the scale an exact renderer reaches).
 Images are sRGB float (B, 3, S, S) in [0, 1]; masks (B, 1, S, S).
 """
 
@@ -66,6 +68,21 @@ def detail_response(render: torch.Tensor, render_flat: torch.Tensor, shading: to
                     shading_flat: torch.Tensor, skin: torch.Tensor) -> np.ndarray:
     """(B,) corr of the luminance changes (with details − without) of the rendering and of the shading."""
     return masked_corr(luminance(render) - luminance(render_flat), luminance(shading) - luminance(shading_flat), skin)
+
+
+def detail_strength(render: torch.Tensor, render_flat: torch.Tensor, shading: torch.Tensor,
+                    shading_flat: torch.Tensor, skin: torch.Tensor) -> np.ndarray:
+    """(B,) least-squares slope of the rendering's luminance change on the shading's luminance change
+    (with details − without) over the skin: how much of the details' contrast the image shows."""
+    a, b = luminance(render) - luminance(render_flat), luminance(shading) - luminance(shading_flat)
+    out = []
+    for ai, bi, mi in zip(a, b, skin):
+        sel = mi[0] > 0.5
+        x, y = bi[0][sel].double(), ai[0][sel].double()
+        x, y = x - x.mean(), y - y.mean()
+        den = float((x * x).sum())
+        out.append(float((x * y).sum()) / den if den > 0 else math.nan)
+    return np.array(out)
 
 
 def psnr(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> np.ndarray:

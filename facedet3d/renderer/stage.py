@@ -98,7 +98,7 @@ def make_phases(nets: dict, s: dict, geometry: FaceGeometry, pcpt) -> list[Phase
         total = w["photo"] * photo + w["photo_lr"] * photo_lr
         terms = {"photo": photo.detach(), "photo_lr": photo_lr.detach()} | {f"photo_{k}": v for k, v in t_photo.items()}
         if s["augw"] or s["dsl"]:
-            fake = raster(b, b["expr"], b["fake_detail"])
+            fake = raster(b, b["expr"], b["fake_detail"] * s["augw_gain"])
             out_f = r(ntm, proxy, fake, cond, low=out["lr"])
             if s["augw"]:
                 target = losses.augmented_image(image, detailed.shading, fake.shading, proxy.mask)
