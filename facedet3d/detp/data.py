@@ -38,9 +38,13 @@ class Split:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def sampler(self, seed: int = 0) -> PairSampler:
+        """Pairs of one person in two different expressions (stills and video frames)."""
+        return PairSampler({"identity": self.identity, "aus": self.aus.numpy()}, seed=seed)
+
     def pairs(self, seed: int = 0) -> dict[int, np.ndarray]:
-        """{source index: indices of the same person in another expression} (stills and video frames)."""
-        return PairSampler({"identity": self.identity, "aus": self.aus.numpy()}, seed=seed).candidates
+        """{source index: indices of the same person in another expression}."""
+        return self.sampler(seed).candidates
 
     def conditioning(self, index) -> dict[str, torch.Tensor]:
         return {k: getattr(self, k)[index] for k in ("aus", "expr", "shape", "facenet", "age")}
@@ -85,15 +89,13 @@ def make_batch_fn(train: Split, batch: int, seed: int, scale: float):
     expression (y, α̂_e) of any training image (the adversarial part). Maps are in network units
     (mm / scale).
     """
-    candidates = train.pairs(seed)
-    sources = np.array(sorted(candidates), dtype=np.int64)
-    if not len(sources):
+    pairs = train.sampler(seed)
+    if not len(pairs):
         raise UserError("no training person has two different expressions: DetP has no pairs to learn from")
 
     def batch_fn(step: int) -> dict:
         rng = np.random.default_rng([seed, 0xDE7, step])
-        src = rng.choice(sources, size=batch, replace=len(sources) < batch)
-        tgt = np.array([candidates[int(i)][rng.integers(len(candidates[int(i)]))] for i in src])
+        src, tgt = pairs.draw(rng, batch)
         rnd = rng.integers(0, len(train), size=batch)
         out = {f"src_{k}": v for k, v in train.conditioning(src).items()}
         out |= {"src_detail": train.detail[src] / scale, "pair_detail": train.detail[tgt] / scale,

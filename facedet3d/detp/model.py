@@ -34,7 +34,7 @@ Choices the paper leaves open (documented here, all sizes in :class:`DetPConfig`
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn

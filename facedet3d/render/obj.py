@@ -7,8 +7,6 @@ hold ``(u, 1 - v)``. Files are written atomically (temporary file, then os.repla
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np

@@ -67,9 +67,13 @@ class Faces:
         return View(self.size, self.pose[index], self.translation[index], self.focal[index],
                     self.principal[index], self.sh[index])
 
+    def sampler(self, seed: int = 0) -> PairSampler:
+        """Pairs of one person in two different expressions."""
+        return PairSampler({"identity": self.identity, "aus": self.aus.numpy()}, seed=seed)
+
     def pairs(self, seed: int = 0) -> dict[int, np.ndarray]:
         """{index: indices of the same person in another expression}."""
-        return PairSampler({"identity": self.identity, "aus": self.aus.numpy()}, seed=seed).candidates
+        return self.sampler(seed).candidates
 
 
 def crop_box(geometry: FaceGeometry, shape, expr, pose, translation, focal: float, image_hw) -> tuple[int, int, int]:
@@ -168,15 +172,13 @@ def make_batch_fn(train: Faces, batch: int, seed: int):
     extracted D(I_z), Eq. 28) and a partner y (the same person in another expression: the target
     expression of the adversarial and AU terms, Eq. 34–35, with its α_e and extracted D(I_y)).
     """
-    candidates = train.pairs(seed)
-    sources = np.array(sorted(candidates), dtype=np.int64)
-    if not len(sources):
+    pairs = train.sampler(seed)
+    if not len(pairs):
         raise UserError("no training person has two different expressions: the renderer has no target expressions")
 
     def batch_fn(step: int) -> dict:
         rng = np.random.default_rng([seed, 0x4E7, step])
-        x = rng.choice(sources, size=batch, replace=len(sources) < batch)
-        y = np.array([candidates[int(i)][rng.integers(len(candidates[int(i)]))] for i in x])
+        x, y = pairs.draw(rng, batch)
         z = rng.integers(0, len(train), size=batch)
         same = train.identity[z] == train.identity[x]
         z[same] = (z[same] + len(train) // 2) % len(train)  # another person's details

@@ -181,6 +181,13 @@ class _PartnerSampler(Sampler):
     def __len__(self) -> int:
         return len(self.sources)
 
+    def draw(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` random sources (with replacement when there are fewer) and a random partner of each:
+        the pairs of one training batch, drawn from the caller's ``rng``."""
+        src = rng.choice(self.sources, size=n, replace=len(self.sources) < n)
+        tgt = np.array([self.candidates[int(i)][rng.integers(len(self.candidates[int(i)]))] for i in src], np.int64)
+        return src, tgt
+
     def __iter__(self):
         rng = np.random.default_rng([self.seed, self._stream, self.epoch])
         for i in rng.permutation(self.sources):
