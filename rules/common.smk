@@ -78,3 +78,9 @@ def final_targets():
     if config["data"]["source"] == "synthetic":
         targets += [RESULTS.summary("synth"), RESULTS.contact_sheet]
     return targets
+
+
+def ablation_weights(wildcards):
+    """The ablation's weights when `make ablation` has made them: evaluate then shows Fig. 8."""
+    path = RESULTS.stage("train_renderer_ablation") / "final.pt"
+    return [path] if path.exists() else []

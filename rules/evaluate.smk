@@ -3,12 +3,6 @@
 # (`snakemake --report report.zip`), with the captions in report/.
 
 
-def ablation_weights(wildcards):
-    """The ablation's weights when `make ablation` has made them: evaluate then shows Fig. 8."""
-    path = RESULTS.stage("train_renderer_ablation") / "final.pt"
-    return [path] if path.exists() else []
-
-
 rule evaluate:
     input:
         models=[RESULTS.stage(s) / "final.pt" for s in ("train_detp", "train_rcan", "train_renderer")],
