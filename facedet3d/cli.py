@@ -56,6 +56,12 @@ def _predict(args: argparse.Namespace) -> int:
     return run(args.photos, args.expression, args.out, args.models, args.yaw, args.device, args.rcan_passes)
 
 
+def _verify(args: argparse.Namespace) -> int:
+    from facedet3d.verify import main
+
+    return main(args.results)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="facedet3d", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
@@ -81,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rcan-passes", type=int, default=1, choices=[0, 1, 2],
                    help="RCAN x4 passes on DetP's map (Eq. 20 makes 2: slower on a CPU)")
     p.set_defaults(func=_predict)
+
+    p = sub.add_parser("verify", help="re-hash the shards and check each stage's counts; exit 2 on findings")
+    p.add_argument("results", nargs="?", default="results", metavar="RESULTS", help="results folder (default results)")
+    p.set_defaults(func=_verify)
 
     from facedet3d.bench import BENCHES, add_arguments
 
