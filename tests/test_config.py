@@ -49,6 +49,13 @@ def test_every_config_key_has_a_comment():
         ({"synth": {"image_size": "big"}}, "synth.image_size"),
         ({"data": {"source": "ffhq"}}, "data.source"),
         ({"synth": {"split": {"train": 0.5, "val": 0.1, "test": 0.1}}}, "synth.split"),
+        # Bad training values, named before any job starts (the Snakefile validates at parse time).
+        ({"train_detp": {"steps": -5}}, "train_detp.steps"),
+        ({"train_rcan": {"batch": 0}}, "train_rcan.batch"),
+        ({"train_renderer": {"device": "tpu"}}, "train_renderer.device"),
+        ({"train_renderer_ablation": {"steps": 0}}, "train_renderer_ablation.steps"),
+        ({"train_renderer": {"size": 100}}, "train_renderer.size"),
+        ({"evaluate": {"view_expression": "smug"}}, "evaluate.view_expression"),
     ],
 )
 def test_bad_key_or_type_names_the_key(tmp_path, overlay, named):

@@ -142,14 +142,20 @@ def test_conda_post_deploy_installs_the_repository(tmp_path):
     assert "run snakemake from the facedet3d repository root" in proc.stderr
 
 
-def test_unknown_key_stops_snakemake_before_any_job(run_cmd, tiny_config, tmp_path):
+@pytest.mark.parametrize("overlay, message", [
+    ({"synth": {"n_identitis": 3}}, "unknown config key 'synth.n_identitis'"),
+    ({"train_detp": {"steps": -5}}, "'train_detp.steps'"),
+    ({"train_rcan": {"device": "tpu"}}, "'train_rcan.device'"),
+    ({"train_renderer": {"batch": 0}}, "'train_renderer.batch'"),
+])
+def test_a_bad_key_or_value_stops_snakemake_before_any_job(run_cmd, tiny_config, tmp_path, overlay, message):
     bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump({"synth": {"n_identitis": 3}}))
+    bad.write_text(yaml.safe_dump(overlay))
     proc = run_cmd(["snakemake", "--cores", "2", "--configfile", str(tiny_config), str(bad),
                     "--config", _results(tmp_path)], check=False)
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
-    assert "unknown config key 'synth.n_identitis'" in out
+    assert message in out
     assert "Traceback" not in out
     assert not (tmp_path / "results").exists()
 
