@@ -5,7 +5,7 @@ Checks, each stage that has run:
     the DetP samples and RCAN patches the index lists equal those of ``shards/summary.json``;
   * the accounting of each stage's summary: synth stills + video frames = images; ingest rows +
     skipped = inputs; extract ok + rejected = total; annotate ok + rejected = extract's ok;
-    shards samples + skipped (unannotated) = extract's ok; evaluate photos ok + failed = photos;
+    shards samples + skipped (unannotated) = extract's ok;
   * every training stage's ``final.pt`` reads back (weights_only; a truncated file is a finding).
 """
 
@@ -61,11 +61,6 @@ def check_counts(s: dict[str, dict]) -> list[str]:
             h = s["shards"]
             _sum_is(f, "shards", {"n_samples": h.get("n_samples"), "n_skipped_unannotated": h.get("n_skipped_unannotated")},
                     "extract's n_ok", e.get("n_ok"))
-    if "evaluate" in s:
-        v = s["evaluate"]
-        _sum_is(f, "evaluate", {"n_photos_ok": v.get("n_photos_ok"), "n_photos_failed": v.get("n_photos_failed")},
-                "photos (n_cases - n_synthetic + n_photos_failed)",
-                None if v.get("n_cases") is None else v["n_cases"] - v.get("n_synthetic", 0) + v.get("n_photos_failed", 0))
     return f
 
 

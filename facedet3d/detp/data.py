@@ -10,16 +10,16 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from facedet3d.data.uvmaps import area_downsample
 from facedet3d.errors import UserError
-from facedet3d.shards.loaders import DetPDataset, PairSampler
+from facedet3d.shards.loaders import DetPDataset, PersonPairs
 
 VECTOR_FIELDS = ("aus", "expr", "shape", "facenet")
 
 
 @dataclass
-class Split:
+class Split(PersonPairs):
     """Every sample of one split: maps (N, 1, S, S) in mm (float32) and the conditioning vectors."""
 
     detail: torch.Tensor      # D(I), extracted, mm
@@ -38,25 +38,14 @@ class Split:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def sampler(self, seed: int = 0) -> PairSampler:
-        """Pairs of one person in two different expressions (stills and video frames)."""
-        return PairSampler({"identity": self.identity, "aus": self.aus.numpy()}, seed=seed)
-
-    def pairs(self, seed: int = 0) -> dict[int, np.ndarray]:
-        """{source index: indices of the same person in another expression}."""
-        return self.sampler(seed).candidates
-
     def conditioning(self, index) -> dict[str, torch.Tensor]:
         return {k: getattr(self, k)[index] for k in ("aus", "expr", "shape", "facenet", "age")}
 
 
 def _resize(maps: np.ndarray, size: int) -> torch.Tensor:
+    """(N, M, M) mm -> (N, 1, size, size) float32 (area average)."""
     x = torch.from_numpy(np.asarray(maps, np.float32))[:, None]
-    if x.shape[-1] == size:
-        return x
-    if x.shape[-1] % size:
-        raise UserError(f"train_detp.size {size} must divide the shards' detp_size {x.shape[-1]}")
-    return F.avg_pool2d(x, x.shape[-1] // size)
+    return area_downsample(x, size, "train_detp.size", "the shards' detp_size")
 
 
 def load_split(index_path, split: str, size: int) -> Split:
@@ -89,9 +78,7 @@ def make_batch_fn(train: Split, batch: int, seed: int, scale: float):
     expression (y, α̂_e) of any training image (the adversarial part). Maps are in network units
     (mm / scale).
     """
-    pairs = train.sampler(seed)
-    if not len(pairs):
-        raise UserError("no training person has two different expressions: DetP has no pairs to learn from")
+    pairs = train.sampler(seed, require="DetP has no pairs to learn from")
 
     def batch_fn(step: int) -> dict:
         rng = np.random.default_rng([seed, 0xDE7, step])

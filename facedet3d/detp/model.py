@@ -169,3 +169,18 @@ class DetP(nn.Module):
         mask_f = torch.sigmoid(logit_f)
         fine = mask_f * hal_f                                                   # Eq. 5 (see module doc)
         return {"detail": coarse + fine, "coarse": coarse, "fine": fine, "mask_c": mask_c, "mask_f": mask_f}
+
+
+def load_detp(path) -> DetP:
+    """DetP of ``train_detp/final.pt`` in eval mode on the CPU (its ``cfg`` holds the size and the
+    detail scale); a missing, truncated or unfitting file is one UserError naming it."""
+    from facedet3d.train.checkpoint import load_checkpoint, restore
+
+    state = load_checkpoint(path, "DetP weights")
+
+    def load() -> DetP:
+        net = DetP(DetPConfig(**state["config"]))
+        net.load_state_dict(state["nets"]["detp"])
+        return net
+
+    return restore(path, "DetP weights", load).eval()

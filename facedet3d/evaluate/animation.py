@@ -11,7 +11,6 @@ from facedet3d.atomic import atomic_path
 from facedet3d.data.grids import to_uint8
 from facedet3d.evaluate.cases import EXPRESSIONS, Case
 from facedet3d.face.expressions import expression_aus
-from facedet3d.predict.apply import predict_detail, upsample
 from facedet3d.predict.targets import NAMED_INTENSITY
 
 
@@ -21,10 +20,7 @@ def frames(case: Case, steps: int) -> list[np.ndarray]:
     ramp = list(np.linspace(0.0, 1.0, steps)) + list(np.linspace(1.0, 0.0, steps))[1:-1]
     for name in EXPRESSIONS:
         for t in ramp:
-            aus = expression_aus(name, NAMED_INTENSITY) * np.float32(t)
-            expr = case.models.expression_parameters(aus)
-            detail = upsample(case.models, predict_detail(case.models, case.subject, aus, expr), passes=1)
-            shown = case.render((aus, expr, detail))
+            shown = case.render(case.predict(expression_aus(name, NAMED_INTENSITY) * np.float32(t)))
             out.append(to_uint8(np.concatenate([shown["image"], shown["shaded"]], 1)))
     return out
 

@@ -15,7 +15,7 @@ import torch
 
 from facedet3d.data.manifest import read_manifest, resolve_path
 from facedet3d.face.expressions import EMOTIONS, expression_aus
-from facedet3d.predict.apply import predict_detail, render, upsample
+from facedet3d.predict.apply import predict_target, render
 from facedet3d.predict.models import TrainedModels
 from facedet3d.predict.subject import Subject
 from facedet3d.predict.targets import NAMED_INTENSITY
@@ -39,11 +39,13 @@ class Case:
     def target(self, expression: str) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
         """(AUs y, α̂_e, D̃(I_y) after one RCAN pass, mm) of a named expression, cached."""
         if expression not in self._targets:
-            aus = expression_aus(expression, NAMED_INTENSITY)
-            expr = self.models.expression_parameters(aus)
-            detail = upsample(self.models, predict_detail(self.models, self.subject, aus, expr), passes=1)
-            self._targets[expression] = (aus, expr, detail)
+            self._targets[expression] = self.predict(expression_aus(expression, NAMED_INTENSITY))
         return self._targets[expression]
+
+    def predict(self, aus: np.ndarray) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+        """(AUs y, α̂_e, D̃(I_y) after one RCAN pass, mm) of target AUs (not cached)."""
+        expr, detail = predict_target(self.models, self.subject, aus, passes=1)
+        return aus, expr, detail
 
     def own(self) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
         """(x, α_e, D(I_x)): the photo's own expression and extracted map (the reconstruction)."""

@@ -71,20 +71,10 @@ def photo_paths(config: dict, out: Path) -> list[Path]:
 
 def ablation_renderer(paths: Results, device):
     """R of `train_renderer_ablation` when it has run, else None."""
+    from facedet3d.renderer.model import load_renderer
+
     path = paths.stage("train_renderer_ablation") / "final.pt"
-    if not path.is_file():
-        return None
-    from facedet3d.renderer.model import Renderer, RendererConfig
-    from facedet3d.train.checkpoint import load_checkpoint, restore
-
-    state = load_checkpoint(path, "ablation renderer weights")
-
-    def load():
-        net = Renderer(RendererConfig(**state["config"]))
-        net.load_state_dict(state["nets"]["renderer"])
-        return net
-
-    return restore(path, "ablation renderer weights", load).to(device).eval()
+    return load_renderer(path, "ablation renderer weights").to(device) if path.is_file() else None
 
 
 def run(config: dict) -> dict:

@@ -7,13 +7,10 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from facedet3d.data.uvmaps import area_downsample
 from facedet3d.predict.models import TrainedModels
 from facedet3d.predict.subject import Subject
-from facedet3d.render.color import to_srgb
-
-CLAY = 0.5  # albedo of the grey clay of the shaded geometry, under the photo's light
 
 
 @torch.no_grad()
@@ -22,23 +19,28 @@ def predict_detail(models: TrainedModels, subject: Subject, aus: np.ndarray, exp
     from facedet3d.train.device import autocast
 
     dev, v = models.device, subject.vectors
-    d = torch.from_numpy(subject.detail)[None, None]
-    if d.shape[-1] != models.detp_size:
-        d = F.avg_pool2d(d, d.shape[-1] // models.detp_size)
+    cfg = models.detp.cfg
+    d = area_downsample(torch.from_numpy(subject.detail)[None, None], cfg.size, "train_detp.size",
+                        "the shards' detp_size")
     t = lambda a: torch.as_tensor(np.asarray(a, np.float32)).reshape(1, -1).to(dev)  # noqa: E731
     with autocast(dev):
-        out = models.detp((d / models.detail_scale).to(dev), v["aus"].to(dev), t(aus), t(expr), v["shape"].to(dev),
+        out = models.detp((d / cfg.detail_scale).to(dev), v["aus"].to(dev), t(aus), t(expr), v["shape"].to(dev),
                           v["facenet"].to(dev), v["age"].to(dev))["detail"]
-    return out.float().cpu()[0, 0] * models.detail_scale
+    return out.float().cpu()[0, 0] * cfg.detail_scale
 
 
 def upsample(models: TrainedModels, detail: torch.Tensor, passes: int = 2) -> torch.Tensor:
     """RCAN ×4 applied ``passes`` times (Eq. 20 applies it twice): (S, S) mm -> (4^passes S)² mm, tile by tile."""
-    from facedet3d.rcan.tiles import upsample as rcan_x4
+    from facedet3d.rcan.tiles import upsample_passes
 
-    for _ in range(passes):
-        detail = rcan_x4(models.rcan, detail, tile=models.config["train_rcan"]["tile"])
-    return detail
+    return upsample_passes(models.rcan, detail, passes, tile=models.config["train_rcan"]["tile"])
+
+
+def predict_target(models: TrainedModels, subject: Subject, aus: np.ndarray,
+                   passes: int = 1) -> tuple[np.ndarray, torch.Tensor]:
+    """α̂_e for target AUs y, and D̃(I_y) (mm) after ``passes`` RCAN passes."""
+    expr = models.expression_parameters(aus)
+    return expr, upsample(models, predict_detail(models, subject, aus, expr), passes)
 
 
 def texture_input(models: TrainedModels, subject: Subject) -> torch.Tensor:
@@ -62,7 +64,7 @@ def render(models: TrainedModels, subject: Subject, detail: torch.Tensor, aus: n
     from facedet3d.renderer.geometry import View
 
     v = subject.vectors
-    view = View(models.renderer.cfg.size, v["pose"].clone(), v["translation"], v["focal"], v["principal"],
+    view = View(models.renderer.cfg.size, v["pose"], v["translation"], v["focal"], v["principal"],
                 v["sh"] if sh is None else sh.reshape(1, -1).float())
     if yaw_deg is not None:
         view = view.with_yaw(math.radians(yaw_deg))
@@ -70,6 +72,6 @@ def render(models: TrainedModels, subject: Subject, detail: torch.Tensor, aus: n
     out = render_batch(models.renderer, models.geometry, texture_input(models, subject), v["shape"], v["albedo"],
                        t(expr), detail.reshape(1, 1, *detail.shape[-2:]).float(), t(aus), view)
     det = out["detailed"]
-    shaded = to_srgb(CLAY * det.shading[0]) + (1 - det.mask[0])
+    shaded = det.clay()[0]
     hwc = lambda x: x.clamp(0, 1).permute(1, 2, 0).numpy()  # noqa: E731
     return {"image": hwc(out["image"][0]), "shaded": hwc(shaded), "mask": det.mask[0, 0].numpy()}

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from facedet3d.atomic import atomic_path, write_json_atomic
@@ -43,14 +44,11 @@ def save_detail_png(path: Path, detail_mm: np.ndarray) -> Path:
 
 def predict_photo(models, subject, aus: np.ndarray, out: Path, yaw_deg: float | None, rcan_passes: int = 1) -> dict:
     """Write the files above for one prepared photo; returns prediction.json's content."""
-    from facedet3d.predict.apply import predict_detail, render, upsample
-    from facedet3d.render.displace import displace
+    from facedet3d.predict.apply import predict_target, render
     from facedet3d.render.obj import write_obj
 
     t0 = time.perf_counter()
-    expr = models.expression_parameters(aus)
-    coarse = predict_detail(models, subject, aus, expr)
-    fine = upsample(models, coarse, rcan_passes)
+    expr, fine = predict_target(models, subject, aus, rcan_passes)
     t1 = time.perf_counter()
     shown = render(models, subject, fine, aus, expr, yaw_deg)
     out.mkdir(parents=True, exist_ok=True)
@@ -58,10 +56,7 @@ def predict_photo(models, subject, aus: np.ndarray, out: Path, yaw_deg: float | 
     save_png(out / "shaded.png", shown["shaded"])
     save_detail_png(out / "detail.png", fine.numpy())
     geo = models.geometry
-    import torch
-
-    verts = geo.vertices(subject.vectors["shape"], torch.as_tensor(expr)[None])
-    verts = displace(verts, geo.faces, geo.uvs, fine[None, None].to(verts))
+    verts = geo.vertices(subject.vectors["shape"], torch.as_tensor(expr)[None], fine[None, None])
     write_obj(out / "mesh.obj", verts[0], geo.faces, geo.uvs, subject.texture)
     info = {"photo": str(subject.path), "expression": nearest_expression(aus),
             "aus": {n: round(float(a), 3) for n, a in zip(AU_NAMES, aus)},

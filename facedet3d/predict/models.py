@@ -26,9 +26,7 @@ class TrainedModels:
     config: dict            # the run's resolved configuration
     results: Results
     device: torch.device
-    detp: torch.nn.Module
-    detp_size: int
-    detail_scale: float     # mm per DetP network unit
+    detp: torch.nn.Module   # its cfg has the map size and the detail scale (mm per network unit)
     rcan: torch.nn.Module
     renderer: torch.nn.Module
     geometry: object        # renderer.geometry.FaceGeometry of the fitted model
@@ -37,15 +35,12 @@ class TrainedModels:
     @classmethod
     def load(cls, results_dir: str | Path = "results", device: str = "auto", config: dict | None = None) -> "TrainedModels":
         """The models of the run in ``results_dir``; ``config`` (default: its resolved config.yaml)."""
-        from dataclasses import fields as dc_fields
-
-        from facedet3d.detp.model import DetP, DetPConfig
+        from facedet3d.detp.model import load_detp
         from facedet3d.rcan.model import load_model
         from facedet3d.renderer.geometry import FaceGeometry
-        from facedet3d.renderer.model import Renderer, RendererConfig
+        from facedet3d.renderer.model import load_renderer
         from facedet3d.renderer.stage import fitted_model
         from facedet3d.shards.loaders import DetPDataset
-        from facedet3d.train.checkpoint import load_checkpoint, restore
         from facedet3d.train.device import resolve_device
 
         root = Path(results_dir)
@@ -64,32 +59,16 @@ class TrainedModels:
                 raise UserError(f"{path} not found: the run in {root} has not finished `{name}`; "
                                 f"run `facedet3d {name.replace('_', '-')} --config {config_path}` or `make demo`")
 
-        detp_state = load_checkpoint(needed["train_detp"], "DetP weights")
-        names = {f.name for f in dc_fields(DetPConfig)}
-
-        def load_detp():
-            net = DetP(DetPConfig(**{k: v for k, v in detp_state["config"].items() if k in names}))
-            net.load_state_dict(detp_state["nets"]["detp"])
-            return net
-
-        detp = restore(needed["train_detp"], "DetP weights", load_detp).to(dev).eval()
-        r_state = load_checkpoint(needed["train_renderer"], "renderer weights")
-
-        def load_r():
-            net = Renderer(RendererConfig(**r_state["config"]))
-            net.load_state_dict(r_state["nets"]["renderer"])
-            return net
-
-        renderer = restore(needed["train_renderer"], "renderer weights", load_r).to(dev).eval()
         model = fitted_model(config)
         ds = DetPDataset(results.shard_index, "train", fields=["aus", "expr"])
         try:
             table = ExpressionTable(ds.read("aus"), ds.read("expr"))
         finally:
             ds.close()
-        return cls(config=config, results=results, device=dev, detp=detp, detp_size=int(detp_state["config"]["size"]),
-                   detail_scale=float(detp_state["detail_scale"]), rcan=load_model(needed["train_rcan"], dev),
-                   renderer=renderer, geometry=FaceGeometry(model, dev), expressions=table)
+        return cls(config=config, results=results, device=dev, detp=load_detp(needed["train_detp"]).to(dev),
+                   rcan=load_model(needed["train_rcan"], dev),
+                   renderer=load_renderer(needed["train_renderer"]).to(dev), geometry=FaceGeometry(model, dev),
+                   expressions=table)
 
     @property
     def model(self):

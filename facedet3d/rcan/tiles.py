@@ -68,6 +68,14 @@ def upsample(model: RCAN, detail_mm: torch.Tensor, tile: int = 128, overlap: int
     return out * model.config.detail_scale
 
 
+def upsample_passes(model: RCAN, detail_mm: torch.Tensor, passes: int, tile: int = 128,
+                    overlap: int | None = None) -> torch.Tensor:
+    """RCAN applied ``passes`` times: (H, W) mm -> (4^passes H, 4^passes W) mm."""
+    for _ in range(passes):
+        detail_mm = upsample(model, detail_mm, tile, overlap)
+    return detail_mm
+
+
 def upsample_twice(model: RCAN, detail_mm: torch.Tensor, tile: int = 128, overlap: int | None = None) -> torch.Tensor:
     """Eq. 20, D̃^HR = RCAN(RCAN(D̃)): (H, W) mm -> (16H, 16W) mm, e.g. DetP's 256² -> 4096²."""
-    return upsample(model, upsample(model, detail_mm, tile, overlap), tile, overlap)
+    return upsample_passes(model, detail_mm, 2, tile, overlap)

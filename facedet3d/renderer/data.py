@@ -16,15 +16,15 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from facedet3d.data.images import load_image
 from facedet3d.data.manifest import read_manifest, resolve_path
+from facedet3d.data.uvmaps import area_downsample
 from facedet3d.errors import UserError
 from facedet3d.paths import Results
 from facedet3d.render.camera import Camera, place_face
 from facedet3d.renderer.geometry import FaceGeometry, View
-from facedet3d.shards.loaders import DetPDataset, PairSampler
+from facedet3d.shards.loaders import DetPDataset, PersonPairs
 
 CROP_MARGIN = 0.08  # added on every side of the projected mesh's bounding square
 _FIELDS = ("texture", "texture_mask", "detail", "shape", "expr", "albedo", "pose", "translation", "focal",
@@ -33,7 +33,7 @@ VECTORS = ("shape", "expr", "albedo", "pose", "translation", "focal", "principal
 
 
 @dataclass
-class Faces:
+class Faces(PersonPairs):
     """Every image of one split at the renderer's sizes.
 
     image (N, 3, S, S) uint8 sRGB crops; texture (N, 4, T, T) uint8 (T(I_x) and its mask · 255);
@@ -67,13 +67,6 @@ class Faces:
         return View(self.size, self.pose[index], self.translation[index], self.focal[index],
                     self.principal[index], self.sh[index])
 
-    def sampler(self, seed: int = 0) -> PairSampler:
-        """Pairs of one person in two different expressions."""
-        return PairSampler({"identity": self.identity, "aus": self.aus.numpy()}, seed=seed)
-
-    def pairs(self, seed: int = 0) -> dict[int, np.ndarray]:
-        """{index: indices of the same person in another expression}."""
-        return self.sampler(seed).candidates
 
 
 def crop_box(geometry: FaceGeometry, shape, expr, pose, translation, focal: float, image_hw) -> tuple[int, int, int]:
@@ -111,16 +104,6 @@ def crop_camera(focal: float, image_hw, box, size: int) -> tuple[float, tuple[fl
     return focal * k, ((w / 2.0 - x0) * k, (h / 2.0 - y0) * k)
 
 
-def _area(x: np.ndarray, size: int) -> torch.Tensor:
-    """(N, C, M, M) -> (N, C, size, size) by area averaging (M divisible by size)."""
-    t = torch.from_numpy(np.ascontiguousarray(x))
-    if t.shape[-1] == size:
-        return t
-    if t.shape[-1] % size:
-        raise UserError(f"train_renderer.texture_size {size} must divide the shards' texture_size {t.shape[-1]}")
-    return F.avg_pool2d(t.float(), t.shape[-1] // size)
-
-
 def load_faces(paths: Results, split: str, geometry: FaceGeometry, size: int, texture_size: int) -> Faces:
     """One split of the DetP shards with each image's crop from the manifest's photo."""
     ds = DetPDataset(paths.shard_index, split)
@@ -152,7 +135,8 @@ def load_faces(paths: Results, split: str, geometry: FaceGeometry, size: int, te
     texture = np.concatenate([cols["texture"], cols["texture_mask"][..., None].astype(np.uint8) * 255], -1)
     return Faces(
         image=torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(),
-        texture=_area(texture.transpose(0, 3, 1, 2), texture_size).round().to(torch.uint8),
+        texture=area_downsample(torch.from_numpy(np.ascontiguousarray(texture.transpose(0, 3, 1, 2))), texture_size,
+                                "train_renderer.texture_size", "the shards' texture_size").round().to(torch.uint8),
         detail=torch.from_numpy(cols["detail"].astype(np.float32))[:, None],
         focal=torch.tensor(focal, dtype=torch.float32), principal=torch.tensor(principal, dtype=torch.float32),
         identity=cols["identity"], ids=cols["id"], kind=cols["kind"], size=size,
@@ -172,9 +156,7 @@ def make_batch_fn(train: Faces, batch: int, seed: int):
     extracted D(I_z), Eq. 28) and a partner y (the same person in another expression: the target
     expression of the adversarial and AU terms, Eq. 34–35, with its α_e and extracted D(I_y)).
     """
-    pairs = train.sampler(seed)
-    if not len(pairs):
-        raise UserError("no training person has two different expressions: the renderer has no target expressions")
+    pairs = train.sampler(seed, require="the renderer has no target expressions")
 
     def batch_fn(step: int) -> dict:
         rng = np.random.default_rng([seed, 0x4E7, step])

@@ -35,6 +35,7 @@ import math
 import numpy as np
 import torch
 
+from facedet3d.data.grids import to_uint8
 from facedet3d.render.camera import place_face
 from facedet3d.render.color import to_srgb
 from facedet3d.render.rasterize import sample_texture
@@ -54,8 +55,9 @@ def render(r: Renderer, geometry: FaceGeometry, texture: torch.Tensor, shape, al
     dev = geometry.device
     view = View(view.size, *(t.to(dev) for t in (view.pose, view.translation, view.focal, view.principal, view.sh)))
     shape, albedo, expr, detail, aus = (t.to(dev) for t in (shape, albedo, expr, detail, aus))
-    proxy = geometry.raster(geometry.vertices(shape, expr), view, albedo)
-    detailed = geometry.raster(geometry.vertices(shape, expr, detail), view, albedo)
+    verts = geometry.vertices(shape, expr)
+    proxy = geometry.raster(verts, view, albedo)
+    detailed = geometry.raster(geometry.displaced(verts, detail), view, albedo)
     ntm = r.neural_texture(texture.to(dev))
     out = r(ntm, proxy, detailed, condition(aus, albedo, view.sh))
     cpu = lambda raster: type(raster)(*(t.float().cpu() for t in raster))  # noqa: E731
@@ -72,16 +74,11 @@ def landmarks_px(geometry: FaceGeometry, shape, expr, view: View) -> np.ndarray:
     """(B, 68, 2) pixel positions of the model's landmarks in ``view`` (proxy geometry)."""
     verts = geometry.vertices(shape, expr).cpu()
     lm = geometry.model.landmarks_3d(verts)
-    cam = View(view.size, view.pose, view.translation, view.focal, view.principal, view.sh).camera()
-    return cam.project(place_face(lm, view.pose, 0.0, translation=view.translation))[..., :2].numpy()
-
-
-def _uint8(image: torch.Tensor) -> np.ndarray:
-    return (image.clamp(0, 1).permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8)
+    return view.camera().project(place_face(lm, view.pose, 0.0, translation=view.translation))[..., :2].numpy()
 
 
 def _embed(embedder, images: torch.Tensor, landmarks: np.ndarray) -> np.ndarray:
-    return embedder.embed_many(list(_uint8(images)), list(landmarks))
+    return embedder.embed_many([to_uint8(im) for im in images.permute(0, 2, 3, 1).numpy()], list(landmarks))
 
 
 def _chunks(n: int):

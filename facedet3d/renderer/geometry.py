@@ -22,11 +22,14 @@ from torch import Tensor
 from facedet3d.face.model import MorphableModel
 from facedet3d.face.wrinkles import skin_mask
 from facedet3d.render.camera import Camera, place_face
+from facedet3d.render.color import to_srgb
 from facedet3d.render.displace import displace
 from facedet3d.render.rasterize import interpolate, rasterize, sample_texture
 from facedet3d.render.shading import sh_irradiance, vertex_normals
 
 SKIN_MASK_SIZE = 256
+# Albedo of the grey clay the detailed geometry is shown in, under the photo's own light.
+CLAY = 0.5
 
 
 @dataclass
@@ -70,6 +73,10 @@ class Raster(NamedTuple):
         """γ · L_Sph(G, l): the classical (Lambertian) rendering, linear RGB (B, 3, H, W)."""
         return self.albedo * self.shading
 
+    def clay(self) -> Tensor:
+        """The geometry as grey clay (albedo ``CLAY``) under its light, white off the face: sRGB (B, 3, H, W)."""
+        return to_srgb(CLAY * self.shading) + (1 - self.mask)
+
 
 class FaceGeometry:
     """Builds G_P / G_D of a morphable model and rasterizes them (CPU or CUDA, float32)."""
@@ -85,8 +92,10 @@ class FaceGeometry:
     def vertices(self, shape: Tensor, expr: Tensor, detail: Tensor | None = None) -> Tensor:
         """Frontal-frame vertices (B, V, 3) mm of G_P (``detail`` None) or G_D (detail (B, 1, S, S) mm)."""
         verts = self.model.vertices(shape.to(self.device), expr.to(self.device))
-        if detail is None:
-            return verts
+        return verts if detail is None else self.displaced(verts, detail)
+
+    def displaced(self, verts: Tensor, detail: Tensor) -> Tensor:
+        """G_D from G_P's vertices (B, V, 3): moved along their normals by ``detail`` (B, 1, S, S) mm."""
         return displace(verts, self.faces, self.uvs, detail.to(self.device, torch.float32))
 
     @torch.no_grad()

@@ -44,13 +44,18 @@ def high_pass(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return x - blur
 
 
-def masked_corr(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
-    """Per-image Pearson correlation of (B, 1, S, S) maps over mask > 0.5 -> (B,) (NaN when flat)."""
-    out = []
+def _centred(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor):
+    """Per image of (B, 1, S, S) maps: the values of a and b over mask > 0.5, centred (float64)."""
     for ai, bi, mi in zip(a, b, mask):
         sel = mi[0] > 0.5
         x, y = ai[0][sel].double(), bi[0][sel].double()
-        x, y = x - x.mean(), y - y.mean()
+        yield x - x.mean(), y - y.mean()
+
+
+def masked_corr(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
+    """Per-image Pearson correlation of (B, 1, S, S) maps over mask > 0.5 -> (B,) (NaN when flat)."""
+    out = []
+    for x, y in _centred(a, b, mask):
         den = float(torch.sqrt((x * x).sum() * (y * y).sum()))
         out.append(float((x * y).sum()) / den if den > 0 else math.nan)
     return np.array(out)
@@ -74,12 +79,9 @@ def detail_strength(render: torch.Tensor, render_flat: torch.Tensor, shading: to
                     shading_flat: torch.Tensor, skin: torch.Tensor) -> np.ndarray:
     """(B,) least-squares slope of the rendering's luminance change on the shading's luminance change
     (with details − without) over the skin: how much of the details' contrast the image shows."""
-    a, b = luminance(render) - luminance(render_flat), luminance(shading) - luminance(shading_flat)
+    change, shading_change = luminance(render) - luminance(render_flat), luminance(shading) - luminance(shading_flat)
     out = []
-    for ai, bi, mi in zip(a, b, skin):
-        sel = mi[0] > 0.5
-        x, y = bi[0][sel].double(), ai[0][sel].double()
-        x, y = x - x.mean(), y - y.mean()
+    for y, x in _centred(change, shading_change, skin):
         den = float((x * x).sum())
         out.append(float((x * y).sum()) / den if den > 0 else math.nan)
     return np.array(out)

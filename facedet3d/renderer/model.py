@@ -137,3 +137,18 @@ class ShadingNet(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.net(image)
+
+
+def load_renderer(path, what: str = "renderer weights") -> Renderer:
+    """R of a renderer stage's ``final.pt`` ({"nets": {"renderer", ...}, "config", "options"}), in eval
+    mode on the CPU; a missing, truncated or unfitting file is one UserError naming it."""
+    from facedet3d.train.checkpoint import load_checkpoint, restore
+
+    state = load_checkpoint(path, what)
+
+    def load() -> Renderer:
+        net = Renderer(RendererConfig(**state["config"]))
+        net.load_state_dict(state["nets"]["renderer"])
+        return net
+
+    return restore(path, what, load).eval()

@@ -14,13 +14,11 @@ import numpy as np
 
 from facedet3d.data.grids import image_grid, save_png
 from facedet3d.face.expressions import nearest_expression
-from facedet3d.render.color import to_srgb
 from facedet3d.renderer.data import Faces, as_float
 from facedet3d.renderer.evaluate import donors, partners, render
 from facedet3d.renderer.geometry import FaceGeometry
 from facedet3d.renderer.model import Renderer
 
-CLAY = 0.5  # albedo of the grey clay under the photo's own light (brighter than the preview light)
 COLUMNS = ["input I_x", "R: re-rendered", "R: expression of I_y", "shaded G_D(I_y)", "photo I_y",
            "R: fake details D*", "shading of G_D*"]
 
@@ -31,7 +29,7 @@ def _hwc(t) -> np.ndarray:
 
 def _clay(raster, k: int) -> np.ndarray:
     """Image k of a raster's shading as grey clay on white."""
-    return _hwc(to_srgb(CLAY * raster.shading[k]) + (1 - raster.mask[k]))
+    return _hwc(raster.clay()[k])
 
 
 def samples_png(r: Renderer, geometry: FaceGeometry, test: Faces, out: Path, rows: int = 6) -> Path:

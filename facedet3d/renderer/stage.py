@@ -84,12 +84,11 @@ def make_phases(nets: dict, s: dict, geometry: FaceGeometry, pcpt) -> list[Phase
     w, size = s["weights"], s["size"]
     stash: dict[str, torch.Tensor] = {}
 
-    def raster(b: dict, expr, detail=None, view=None):
-        return geometry.raster(geometry.vertices(b["shape"], expr, detail), view or view_of(b, size), b["albedo"])
-
     def g_loss(b: dict, step: int):
-        image = b["image"]
-        proxy, detailed = raster(b, b["expr"]), raster(b, b["expr"], b["detail"])
+        image, view = b["image"], view_of(b, size)
+        raster = lambda verts: geometry.raster(verts, view, b["albedo"])  # noqa: E731
+        verts_x = geometry.vertices(b["shape"], b["expr"])  # G_P of x; its G_D and G_D* displace it
+        proxy, detailed = raster(verts_x), raster(geometry.displaced(verts_x, b["detail"]))
         cond = condition(b["aus"], b["albedo"], b["sh"])
         ntm = r.neural_texture(b["texture"])
         out = r(ntm, proxy, detailed, cond)
@@ -98,7 +97,7 @@ def make_phases(nets: dict, s: dict, geometry: FaceGeometry, pcpt) -> list[Phase
         total = w["photo"] * photo + w["photo_lr"] * photo_lr
         terms = {"photo": photo.detach(), "photo_lr": photo_lr.detach()} | {f"photo_{k}": v for k, v in t_photo.items()}
         if s["augw"] or s["dsl"]:
-            fake = raster(b, b["expr"], b["fake_detail"] * s["augw_gain"])
+            fake = raster(geometry.displaced(verts_x, b["fake_detail"] * s["augw_gain"]))
             out_f = r(ntm, proxy, fake, cond, low=out["lr"])
             if s["augw"]:
                 target = losses.augmented_image(image, detailed.shading, fake.shading, proxy.mask)
@@ -108,7 +107,8 @@ def make_phases(nets: dict, s: dict, geometry: FaceGeometry, pcpt) -> list[Phase
                 terms["dsl"] = losses.detailed_shading(f_theta(out_f["image"]), fake.shading, fake.skin)
                 total = total + w["dsl"] * terms["dsl"]
         # The target expression y: the same person's partner image (its α_e and D(I_y)) in x's view and light.
-        proxy_y, detailed_y = raster(b, b["pair_expr"]), raster(b, b["pair_expr"], b["pair_detail"])
+        verts_y = geometry.vertices(b["shape"], b["pair_expr"])
+        proxy_y, detailed_y = raster(verts_y), raster(geometry.displaced(verts_y, b["pair_detail"]))
         out_y = r(ntm, proxy_y, detailed_y, condition(b["pair_aus"], b["albedo"], b["sh"]))
         stash["fake"], stash["real"] = out_y["image"].detach(), (image * proxy.mask).detach()
         dout = d(out_y["image"])

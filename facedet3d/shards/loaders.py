@@ -226,6 +226,23 @@ class PairSampler(_PartnerSampler):
         super().__init__(candidates, seed)
 
 
+class PersonPairs:
+    """For a split held in memory with ``identity`` (N,) and ``aus`` (N, 17) attributes: pairs of
+    one person in two different expressions (DetP's and the renderer's splits)."""
+
+    def sampler(self, seed: int = 0, require: str | None = None) -> PairSampler:
+        """The :class:`PairSampler` of the split; with ``require``, a split without any pair is a
+        UserError ending in that text (what cannot be done without pairs)."""
+        pairs = PairSampler({"identity": self.identity, "aus": np.asarray(self.aus)}, seed=seed)
+        if require and not len(pairs):
+            raise UserError(f"no training person has two different expressions: {require}")
+        return pairs
+
+    def pairs(self, seed: int = 0) -> dict[int, np.ndarray]:
+        """{source index: indices of the same person in another expression}."""
+        return self.sampler(seed).candidates
+
+
 class VideoPairSampler(_PartnerSampler):
     """(source, target) index pairs of two frames of the same video sequence, min_distance <= |Δframe| <= max_distance.
 
