@@ -39,8 +39,21 @@ def _run_stage(args: argparse.Namespace) -> None:
         module.merge(config)
     elif getattr(args, "figure", False):
         module.figure(config)
+    elif hasattr(module, "devices") and _launch(stage.command, args.config, module.devices(config)):
+        return  # the stage ran as several processes under torchrun
     else:
         module.run(config)
+
+
+def _launch(command: str, config_files: list[str], devices: int) -> bool:
+    """A training stage with ``devices`` > 1, not yet under torchrun: run it as that many processes
+    (data-parallel, :mod:`facedet3d.train.distributed`); True when it did."""
+    from facedet3d.train.distributed import launch, needs_launch
+
+    if not needs_launch(devices):
+        return False
+    launch(command, config_files, devices)
+    return True
 
 
 def _bench(args: argparse.Namespace) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from facedet3d.config import ConfigError, check_input_paths, schema_path, write_resolved
+from facedet3d.config import ConfigError, check_input_paths, schema_path, training_settings, write_resolved
 from facedet3d.config import validate as validate_config
 from facedet3d.data.manifest import manifest_chunks
 from facedet3d.paths import Results
@@ -42,6 +42,17 @@ if not workflow.deployment_settings.deployment_method:
 def settings(stage, part="run"):
     """The config values a job reads (its params: Snakemake reruns the job when they change)."""
     return job_settings(stage, config, part)
+
+
+def training_devices(stage):
+    """Devices (GPUs, or gloo processes on the CPU) of a training stage, its config `devices`."""
+    return training_settings(config, stage)["devices"]
+
+
+def training_threads(stage):
+    """Threads of a training stage, its config `threads` for each of its processes."""
+    s = training_settings(config, stage)
+    return s["threads"] * s["devices"]
 
 
 def synth_chunks():

@@ -1,7 +1,8 @@
 # Training stages: `train_detp` (DetP and its discriminators, paper Sec. 3.2), `train_rcan`
 # (RCAN x4 on the shards' detail patch pairs, Eq. 19) and `train_renderer` (R, Sec. 3.3; its
-# ablation without AugW and DSL is `train_renderer_ablation`). Each asks for one GPU (profiles/local runs
-# them one at a time; profiles/slurm on the GPU partition).
+# ablation without AugW and DSL is `train_renderer_ablation`). Each asks for one GPU per device
+# (config `devices`; above 1 the stage runs that many processes under torchrun) and threads and
+# memory per device; profiles/local runs them one at a time, profiles/slurm on the GPU partition.
 # checkpoint.pt is deliberately not an output: Snakemake would delete it before rerunning a killed
 # job, and the stage resumes from it.
 
@@ -23,10 +24,10 @@ rule train_detp:
         RESULTS.benchmark("train_detp")
     conda:
         ENV
-    threads: config["train_detp"]["threads"]
+    threads: training_threads("train_detp")
     resources:
-        gpu=1,
-        mem_mb=8000,
+        gpu=training_devices("train_detp"),
+        mem_mb=8000 * training_devices("train_detp"),
         runtime=240,
     shell:
         "facedet3d train-detp --config {params.config} > {log} 2>&1"
@@ -49,10 +50,10 @@ rule train_rcan:
         RESULTS.benchmark("train_rcan")
     conda:
         ENV
-    threads: config["train_rcan"]["threads"]
+    threads: training_threads("train_rcan")
     resources:
-        gpu=1,
-        mem_mb=8000,
+        gpu=training_devices("train_rcan"),
+        mem_mb=8000 * training_devices("train_rcan"),
         runtime=120,
     shell:
         "facedet3d train-rcan --config {params.config} > {log} 2>&1"
@@ -76,10 +77,10 @@ rule train_renderer:
         RESULTS.benchmark("train_renderer")
     conda:
         ENV
-    threads: config["train_renderer"]["threads"]
+    threads: training_threads("train_renderer")
     resources:
-        gpu=1,
-        mem_mb=8000,
+        gpu=training_devices("train_renderer"),
+        mem_mb=8000 * training_devices("train_renderer"),
         runtime=240,
     shell:
         "facedet3d train-renderer --config {params.config} > {log} 2>&1"
@@ -106,10 +107,10 @@ rule train_renderer_ablation:
         RESULTS.benchmark("train_renderer_ablation")
     conda:
         ENV
-    threads: config["train_renderer"]["threads"]
+    threads: training_threads("train_renderer_ablation")
     resources:
-        gpu=1,
-        mem_mb=8000,
+        gpu=training_devices("train_renderer_ablation"),
+        mem_mb=8000 * training_devices("train_renderer_ablation"),
         runtime=240,
     shell:
         "facedet3d train-renderer-ablation --config {params.config} > {log} 2>&1"

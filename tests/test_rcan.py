@@ -23,7 +23,7 @@ from facedet3d.train.loop import training_loop
 from tests.conftest import REPO
 
 TINY = dict(n_groups=1, n_blocks=2, channels=8, reduction=4, attention_window=3)
-SETTINGS = dict(device="cpu", threads=1, steps=60, batch=8, lr=2e-3, **TINY, tile=16, log_every=20,
+SETTINGS = dict(device="cpu", devices=1, threads=1, steps=60, batch=8, lr=2e-3, **TINY, tile=16, log_every=20,
                 checkpoint_every=30)
 
 

@@ -95,6 +95,17 @@ def _describe(error: jsonschema.ValidationError) -> str:
     return f"config key '{where or '<top level>'}': {error.message}"
 
 
+TRAINING_STAGES = ("train_detp", "train_rcan", "train_renderer", "train_renderer_ablation")
+
+
+def training_settings(config: dict, stage: str) -> dict:
+    """A training stage's settings: its config section; for ``train_renderer_ablation``, the keys
+    of its section over ``train_renderer``'s (the same training with some switches changed)."""
+    if stage == "train_renderer_ablation":
+        return config["train_renderer"] | config[stage]
+    return config[stage]
+
+
 def validate(config: dict) -> dict:
     """Validate a merged configuration; return it unchanged or raise ConfigError."""
     validator = jsonschema.Draft202012Validator(load_schema())
@@ -108,6 +119,11 @@ def validate(config: dict) -> dict:
     lo, hi = config["synth"]["age_range"]
     if lo >= hi:
         raise ConfigError("config key 'synth.age_range': the first age must be below the second")
+    for section in TRAINING_STAGES:
+        s = training_settings(config, section)
+        if s["batch"] % s["devices"]:
+            raise ConfigError(f"config key '{section}.batch': {s['batch']} does not split over devices: "
+                              f"{s['devices']}; use a multiple of devices (each device computes batch / devices)")
     return config
 
 

@@ -32,6 +32,7 @@ from facedet3d.train import adversarial
 from facedet3d.train.adversarial import Discriminator
 from facedet3d.train.checkpoint import save_checkpoint
 from facedet3d.train.device import autocast, resolve_device
+from facedet3d.train.distributed import join, leave
 from facedet3d.train.loop import Phase, training_loop
 
 log = logging.getLogger(__name__)
@@ -114,12 +115,20 @@ def detp_config(s: dict, train: Split, scale: float) -> DetPConfig:
                       n_expr=train.expr.shape[1], n_shape=train.shape.shape[1], detail_scale=scale)
 
 
+def devices(config: dict) -> int:
+    """Processes the stage trains on (above 1: data-parallel under torchrun)."""
+    return int(config[STAGE]["devices"])
+
+
 def run(config: dict) -> dict:
-    """Train, then measure on the test split; returns the summary (also written to summary.json)."""
+    """Train, then measure on the test split; returns the summary (also written to summary.json).
+
+    Data-parallel (``devices`` > 1, started by torchrun): every process trains; rank 0 alone then
+    writes final.pt and measures; the others return an empty dict."""
     s, seed = config[STAGE], int(config["seed"])
     paths = Results.of(config)
     out = paths.stage(STAGE)
-    device = resolve_device(s["device"])
+    world, device = join(resolve_device(s["device"]), s["devices"])
     torch.manual_seed(seed)
     torch.set_num_threads(s["threads"])
     train = load_split(paths.shard_index, "train", s["size"])
@@ -135,8 +144,11 @@ def run(config: dict) -> dict:
     schedulers = {p.name: torch.optim.lr_scheduler.CosineAnnealingLR(p.optimizer, s["steps"]) for p in phases[:2]}
     last = training_loop(out, nets, phases, make_batch_fn(train, s["batch"], seed, scale), s["steps"], device,
                          options, log_every=s["log_every"], checkpoint_every=s["checkpoint_every"], desc=STAGE,
-                         schedulers=schedulers)
+                         schedulers=schedulers, world=world)
     seconds = time.perf_counter() - started
+    leave(world)
+    if not world.main:
+        return {}
     save_checkpoint(out / "final.pt", {"nets": {k: v.state_dict() for k, v in nets.items()}, "config": asdict(cfg),
                                        "detail_scale": scale, "options": options})
     for net in nets.values():

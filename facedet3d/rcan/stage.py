@@ -47,6 +47,7 @@ from facedet3d.shards.format import split_digest
 from facedet3d.shards.loaders import RCANDataset
 from facedet3d.train.checkpoint import save_checkpoint
 from facedet3d.train.device import autocast, resolve_device
+from facedet3d.train.distributed import SINGLE, World, join, leave, rank_rows
 from facedet3d.train.loop import Phase, training_loop
 
 log = logging.getLogger(__name__)
@@ -90,13 +91,15 @@ def model_config(settings: dict, detail_scale: float) -> RCANConfig:
 
 
 def make_batch_fn(lr: torch.Tensor, hr: torch.Tensor, batch: int, seed: int, detail_scale: float):
-    """``batch_fn(step)`` for the loop: ``batch`` random pairs, each flipped left-right with p = 1/2,
-    in network units; a pure function of (seed, step)."""
+    """``batch_fn(step, world)`` for the loop: ``batch`` random pairs, each flipped left-right with
+    p = 1/2, in network units; a pure function of (seed, step). With a ``world``, this process's
+    rows of that batch."""
 
-    def batch_fn(step: int) -> dict:
+    def batch_fn(step: int, world: World = SINGLE) -> dict:
         rng = np.random.default_rng([int(seed), _STREAM, int(step)])
-        idx = torch.from_numpy(rng.integers(0, len(lr), batch))
-        flip = torch.from_numpy(rng.random(batch) < 0.5)[:, None, None, None]
+        rows = rank_rows(batch, world)
+        idx = torch.from_numpy(rng.integers(0, len(lr), batch)[rows])
+        flip = torch.from_numpy(rng.random(batch)[rows] < 0.5)[:, None, None, None]
         x, y = lr[idx], hr[idx]
         x = torch.where(flip, x.flip(-1), x)
         y = torch.where(flip, y.flip(-1), y)
@@ -177,15 +180,23 @@ def draw_samples(path: Path, lr: torch.Tensor, hr: torch.Tensor, preds: dict, n:
     return save_png(path, image_grid(rows, cell, col_labels=["LR (nearest)", "bicubic", "RCAN", "HR"]))
 
 
+def devices(config: dict) -> int:
+    """Processes the stage trains on (above 1: data-parallel under torchrun)."""
+    return int(config[STAGE]["devices"])
+
+
 def run(config: dict) -> dict:
-    """Train RCAN on the train split's patch pairs, measure it on the test split; returns the summary."""
+    """Train RCAN on the train split's patch pairs, measure it on the test split; returns the summary.
+
+    Data-parallel (``devices`` > 1, started by torchrun): every process trains; rank 0 alone then
+    writes final.pt and measures; the others return an empty dict."""
     s = config[STAGE]
     seed = int(config["seed"])
     results = Results.of(config)
     out = results.stage(STAGE)
     started = time.perf_counter()
     torch.set_num_threads(int(s["threads"]))
-    device = resolve_device(s["device"])
+    world, device = join(resolve_device(s["device"]), s["devices"])
     index = results.shard_index
     train_lr, train_hr = load_split(index, "train")
     test_lr, test_hr = load_split(index, "test")
@@ -204,8 +215,11 @@ def run(config: dict) -> dict:
     train_started = time.perf_counter()
     row = training_loop(out, {"rcan": model}, phases, batch_fn, int(s["steps"]), device, options,
                         log_every=int(s["log_every"]), checkpoint_every=int(s["checkpoint_every"]),
-                        desc=STAGE, schedulers=schedulers)
+                        desc=STAGE, schedulers=schedulers, world=world)
     train_seconds = time.perf_counter() - train_started
+    leave(world)
+    if not world.main:
+        return {}
     save_checkpoint(out / "final.pt", {"model": {k: v.cpu() for k, v in model.state_dict().items()},
                                        "config": asdict(cfg), "options": {**options, "tile": int(s["tile"])}})
 

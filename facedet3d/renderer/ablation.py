@@ -15,6 +15,7 @@ from facedet3d.atomic import write_json_atomic, write_text_atomic
 from facedet3d.errors import UserError
 from facedet3d.paths import Results
 from facedet3d.renderer.stage import ABLATION, STAGE
+from facedet3d.renderer.stage import devices as stage_devices
 from facedet3d.renderer.stage import run as run_stage
 
 
@@ -55,13 +56,21 @@ def comparison_md(rows: dict, switches: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def devices(config: dict) -> int:
+    """Processes the ablation trains on (train_renderer's, unless its own section sets them)."""
+    return stage_devices(config, ABLATION)
+
+
 def run(config: dict) -> dict:
-    """Train the ablation, then compare it with the full model (which must have run)."""
+    """Train the ablation, then compare it with the full model (which must have run). Data-parallel,
+    only rank 0 compares; the other processes return an empty dict."""
     paths = Results.of(config)
     full_path = paths.stage(STAGE) / "metrics.json"
     if not full_path.is_file():
         raise UserError(f"{full_path} is missing: run `facedet3d train-renderer` before the ablation")
     summary = run_stage(config, ABLATION)
+    if not summary:  # not rank 0 of a data-parallel run
+        return summary
     rows = compare(json.loads(full_path.read_text()), summary)
     out = paths.stage(ABLATION)
     write_json_atomic(out / "comparison.json", rows)

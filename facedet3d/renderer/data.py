@@ -25,6 +25,7 @@ from facedet3d.paths import Results
 from facedet3d.render.camera import Camera, place_face
 from facedet3d.renderer.geometry import FaceGeometry, View
 from facedet3d.shards.loaders import DetPDataset, PersonPairs
+from facedet3d.train.distributed import SINGLE, World, rank_rows
 
 CROP_MARGIN = 0.08  # added on every side of the projected mesh's bounding square
 _FIELDS = ("texture", "texture_mask", "detail", "shape", "expr", "albedo", "pose", "translation", "focal",
@@ -150,20 +151,23 @@ def as_float(images: torch.Tensor) -> torch.Tensor:
 
 
 def make_batch_fn(train: Faces, batch: int, seed: int):
-    """``batch_fn(step)`` for the training loop, a pure function of the step.
+    """``batch_fn(step, world)`` for the training loop, a pure function of the step.
 
     Each batch holds ``batch`` source images x; for each, a fake-wrinkle donor z (another person's
     extracted D(I_z), Eq. 28) and a partner y (the same person in another expression: the target
     expression of the adversarial and AU terms, Eq. 34–35, with its α_e and extracted D(I_y)).
+    With a ``world`` (data-parallel), this process's rows of the step's batch.
     """
     pairs = train.sampler(seed, require="the renderer has no target expressions")
 
-    def batch_fn(step: int) -> dict:
+    def batch_fn(step: int, world: World = SINGLE) -> dict:
         rng = np.random.default_rng([seed, 0x4E7, step])
         x, y = pairs.draw(rng, batch)
         z = rng.integers(0, len(train), size=batch)
         same = train.identity[z] == train.identity[x]
         z[same] = (z[same] + len(train) // 2) % len(train)  # another person's details
+        rows = rank_rows(batch, world)
+        x, y, z = x[rows], y[rows], z[rows]
         out = {k: getattr(train, k)[x] for k in VECTORS}
         out |= {"image": as_float(train.image[x]), "texture": as_float(train.texture[x]), "detail": train.detail[x],
                 "fake_detail": train.detail[z], "pair_detail": train.detail[y], "pair_expr": train.expr[y],

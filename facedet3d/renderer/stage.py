@@ -24,6 +24,7 @@ from dataclasses import asdict
 import torch
 
 from facedet3d.atomic import write_json_atomic
+from facedet3d.config import training_settings
 from facedet3d.errors import UserError
 from facedet3d.face.layout import AU_MAX
 from facedet3d.paths import Results
@@ -37,6 +38,7 @@ from facedet3d.train import adversarial
 from facedet3d.train.adversarial import Discriminator
 from facedet3d.train.checkpoint import save_checkpoint
 from facedet3d.train.device import resolve_device
+from facedet3d.train.distributed import join, leave
 from facedet3d.train.loop import Phase, training_loop
 
 log = logging.getLogger(__name__)
@@ -46,10 +48,7 @@ ABLATION = "train_renderer_ablation"
 
 def settings(config: dict, stage: str = STAGE) -> dict:
     """The stage's settings: ``train_renderer``, with ``train_renderer_ablation``'s keys over it for the ablation."""
-    s = dict(config[STAGE])
-    if stage == ABLATION:
-        s |= config[ABLATION]
-    return s
+    return dict(training_settings(config, stage))
 
 
 def fitted_model(config: dict):
@@ -135,15 +134,23 @@ def make_phases(nets: dict, s: dict, geometry: FaceGeometry, pcpt) -> list[Phase
             Phase("R1", d_opt, r1_loss, every=s["r1_every"])]
 
 
+def devices(config: dict, stage: str = STAGE) -> int:
+    """Processes the stage trains on (above 1: data-parallel under torchrun)."""
+    return int(settings(config, stage)["devices"])
+
+
 def run(config: dict, stage: str = STAGE) -> dict:
-    """Train, then measure on the test split; returns the summary (also written to summary.json)."""
+    """Train, then measure on the test split; returns the summary (also written to summary.json).
+
+    Data-parallel (``devices`` > 1, started by torchrun): every process trains; rank 0 alone then
+    writes final.pt and measures; the others return an empty dict."""
     from facedet3d.renderer.evaluate import evaluate
     from facedet3d.renderer.samples import samples_png
 
     s, seed = settings(config, stage), int(config["seed"])
     paths = Results.of(config)
     out = paths.stage(stage)
-    device = resolve_device(s["device"])
+    world, device = join(resolve_device(s["device"]), s["devices"])
     torch.manual_seed(seed)
     torch.set_num_threads(s["threads"])
     model = fitted_model(config)
@@ -161,8 +168,11 @@ def run(config: dict, stage: str = STAGE) -> dict:
     started = time.perf_counter()
     last = training_loop(out, nets, phases, make_batch_fn(train, s["batch"], seed), s["steps"], device, options,
                          log_every=s["log_every"], checkpoint_every=s["checkpoint_every"], desc=stage,
-                         schedulers=schedulers)
+                         schedulers=schedulers, world=world)
     seconds = time.perf_counter() - started
+    leave(world)
+    if not world.main:
+        return {}
     save_checkpoint(out / "final.pt", {"nets": {k: v.state_dict() for k, v in nets.items()}, "config": asdict(cfg),
                                        "options": options})
     for net in nets.values():

@@ -24,6 +24,7 @@ from tqdm import tqdm
 from facedet3d.errors import UserError
 from facedet3d.train.checkpoint import load_checkpoint, restore, save_checkpoint
 from facedet3d.train.device import autocast
+from facedet3d.train.distributed import SINGLE, World, average_gradients, average_values, barrier
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ class Phase:
 def training_loop(run_dir: str | Path, nets: dict[str, nn.Module], phases: list[Phase],
                   batch_fn: Callable[[int], dict], steps: int, device: torch.device, options: dict,
                   log_every: int = 50, checkpoint_every: int = 200, desc: str = "train",
-                  schedulers: dict[str, object] | None = None) -> dict:
+                  schedulers: dict[str, object] | None = None, world: World = SINGLE) -> dict:
     """Train ``nets`` for ``steps`` steps; resume from ``run_dir/checkpoint.pt`` when it exists.
 
     Phases of one step:
@@ -64,13 +65,20 @@ def training_loop(run_dir: str | Path, nets: dict[str, nn.Module], phases: list[
     ``checkpoint_every`` steps and at the end, ``checkpoint.pt`` is written atomically (networks,
     optimisers, schedulers, step, torch RNG state, options).
 
+    Data-parallel (``world.size`` > 1, one process per device under torchrun; see
+    :mod:`.distributed`): each process gets its rows of the global batch from
+    ``batch_fn(step, world)``; after each phase's backward pass the gradients (and the loss) are
+    averaged over the processes, so all take the same step; logged terms are averaged over them too.
+    Only rank 0 writes ``loss.csv``, checkpoints and the progress bar; every process resumes from
+    the same checkpoint.
+
     Returns the last maintenance row (step, seconds, mean terms).
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     schedulers = schedulers or {}
     ckpt_path = run_dir / "checkpoint.pt"
-    start_step = _resume(ckpt_path, nets, phases, schedulers, options, desc) if ckpt_path.is_file() else 0
+    start_step = _resume(ckpt_path, nets, phases, schedulers, options, desc, world)
     if start_step:
         log.info("%s: resumed at step %d from %s", desc, start_step, ckpt_path)
     loss_log = _LossLog(run_dir / "loss.csv", start_step)
@@ -78,29 +86,33 @@ def training_loop(run_dir: str | Path, nets: dict[str, nn.Module], phases: list[
     started, row = time.perf_counter(), {"step": start_step}
     for net in nets.values():
         net.train()
-    with tqdm(total=steps, initial=start_step, desc=desc, unit="step", mininterval=5.0) as bar:
+    with tqdm(total=steps, initial=start_step, desc=desc, unit="step", mininterval=5.0, disable=not world.main) as bar:
         for step in range(start_step, steps):
-            for key, value in run_step(phases, _to_device(batch_fn(step), device), step, device, desc).items():
+            batch = batch_fn(step) if world.size == 1 else batch_fn(step, world)
+            for key, value in run_step(phases, _to_device(batch, device), step, device, desc, world).items():
                 sums.setdefault(key, []).append(value)
             for scheduler in schedulers.values():
                 scheduler.step()
             bar.update(1)
             done = step + 1
             if done % log_every == 0 or done == steps:  # maintenance
-                row = {"step": done, "seconds": round(time.perf_counter() - started, 2),
-                       **{k: float(np.mean(v)) for k, v in sorted(sums.items())}}
+                means = average_values({k: float(np.mean(v)) for k, v in sums.items()}, world)
+                row = {"step": done, "seconds": round(time.perf_counter() - started, 2), **dict(sorted(means.items()))}
                 sums = {}
-                loss_log.write(row)
-                log.info("%s step %d/%d %s", desc, done, steps,
-                         " ".join(f"{k}={v:.4g}" for k, v in row.items() if k not in ("step",)))
-            if done % checkpoint_every == 0 or done == steps:
+                if world.main:  # rank 0 logs and checkpoints
+                    loss_log.write(row)
+                    log.info("%s step %d/%d %s", desc, done, steps,
+                             " ".join(f"{k}={v:.4g}" for k, v in row.items() if k not in ("step",)))
+            if world.main and (done % checkpoint_every == 0 or done == steps):
                 save_checkpoint(ckpt_path, _state(nets, phases, schedulers, done, options))
     return row
 
 
-def run_step(phases: list[Phase], batch: dict, step: int, device: torch.device, desc: str = "train") -> dict:
-    """One step: every phase due runs zero_grad, its loss (bf16 autocast on CUDA), backward, clip,
-    optimiser step. Returns the logged terms as {"<phase>/<term>": float}."""
+def run_step(phases: list[Phase], batch: dict, step: int, device: torch.device, desc: str = "train",
+             world: World = SINGLE) -> dict:
+    """One step: every phase due runs zero_grad, its loss (bf16 autocast on CUDA), backward, the
+    gradients' average over the processes (data-parallel only), a check that the loss is finite,
+    clip, optimiser step. Returns the logged terms as {"<phase>/<term>": float}."""
     logged = {}
     for phase in phases:
         if step % phase.every:
@@ -108,12 +120,13 @@ def run_step(phases: list[Phase], batch: dict, step: int, device: torch.device, 
         phase.optimizer.zero_grad(set_to_none=True)
         with autocast(device):
             loss, terms = phase.loss(batch, step)
-        if not torch.isfinite(loss):
+        loss.backward()
+        params = [p for g in phase.optimizer.param_groups for p in g["params"]]
+        loss = average_gradients(params, loss, world)
+        if not torch.isfinite(loss):  # the same averaged value in every process: all stop together
             raise UserError(f"{desc}: the {phase.name} loss is {loss.item()} at step {step + 1}; "
                             "lower the learning rate or the loss weights")
-        loss.backward()
         if phase.clip is not None:
-            params = [p for g in phase.optimizer.param_groups for p in g["params"]]
             torch.nn.utils.clip_grad_norm_(params, phase.clip)
         phase.optimizer.step()
         logged |= {f"{phase.name}/{k}": float(v) for k, v in terms.items()}
@@ -135,11 +148,17 @@ def _state(nets, phases, schedulers, step: int, options: dict) -> dict:
     }
 
 
-def _resume(path: Path, nets, phases, schedulers, options: dict, desc: str) -> int:
-    state = load_checkpoint(path)
+def _resume(path: Path, nets, phases, schedulers, options: dict, desc: str, world: World) -> int:
+    """The step to start at: the checkpoint's (its state loaded) or 0. Every process reads the
+    same file before rank 0 may delete a checkpoint of other options."""
+    state = load_checkpoint(path) if path.is_file() else None
+    barrier(world)
+    if state is None:
+        return 0
     if state.get("options") != options:
         log.warning("%s: %s was written with other options; starting over", desc, path)
-        path.unlink()
+        if world.main:
+            path.unlink()
         return 0
 
     def load() -> None:
