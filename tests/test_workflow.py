@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tomllib
@@ -90,7 +91,20 @@ def test_slurm_profile_dry_run_carries_resources(run_cmd, tiny_config, tmp_path)
     assert "slurm_partition=cpu" in out and "mem_mb=3000" in out and "runtime=30" in out
     profile = yaml.safe_load(open("profiles/slurm/config.yaml"))
     for rule in ("train_detp", "train_rcan", "train_renderer", "train_renderer_ablation"):
-        assert profile["set-resources"][rule]["gpu"] == 1
+        # The GPU partition; the GPUs, CPUs and memory are the rule's (per device), not overridden.
+        assert profile["set-resources"][rule]["slurm_partition"] == "gpu"
+        assert not {"gpu", "cpus_per_task", "mem_mb"} & set(profile["set-resources"][rule])
+    assert re.search(r"rule train_detp:(.|\n)*?resources: .*mem_mb=8000,.*gpu=1\n", out)
+
+
+def test_training_rules_ask_for_a_gpu_threads_and_memory_per_device(run_cmd, tiny_config, tmp_path):
+    overlay = tmp_path / "devices.yaml"
+    overlay.write_text("train_detp: {devices: 2, threads: 3}\n")
+    proc = run_cmd(["snakemake", "-n", "-p", "--profile", "profiles/slurm", "--configfile", str(tiny_config),
+                    str(overlay), "--config", _results(tmp_path), "--", "train_detp"])
+    out = proc.stdout + proc.stderr
+    block = out.split("rule train_detp:", 1)[1].split("\n\n", 1)[0]
+    assert re.search(r"resources: .*mem_mb=16000,.*gpu=2\n", block), block
     # Only the slurm profile: no profiles/default stacked under it as Snakemake's workflow profile.
     assert "workflow specific profile" not in out and "profiles/default" not in out
 
