@@ -38,18 +38,25 @@ def _machine() -> dict:
 
 def bench_rasterize(args: argparse.Namespace) -> Iterator[dict]:
     """Rasterization time per face: the demo's template mesh (res 192, ~41k triangles) at
-    128-512² and batch 1/8, then how time grows with the triangle count at 256²."""
+    128-512² and batch 1/8, then how time grows with the triangle count at 256²; with
+    --device cuda at 256-1024² and batch 1/8/64. Rows also count the torch calls per batch."""
     import torch
 
     from facedet3d.face.template import build_template
     from facedet3d.render.bench import bench_rasterize as run, subdivide
+    from facedet3d.train.device import resolve_device
 
     def mesh(resolution: int):
         t = build_template(resolution)
         return torch.as_tensor(t.vertices), torch.as_tensor(t.faces)
 
-    common = dict(threads=args.threads, device=args.device)
+    device = resolve_device(args.device)  # one clear line when CUDA is asked for and absent
+    common = dict(threads=args.threads, device=str(device))
     verts, faces = mesh(192)
+    if device.type == "cuda":
+        sizes, batches = ((256,), (1, 64)) if args.quick else ((256, 512, 1024), (1, 8, 64))
+        yield from run(verts, faces, image_sizes=sizes, batches=batches, repeats=5 if args.quick else 20, **common)
+        return
     sizes, batches = ((256,), (1,)) if args.quick else ((128, 256, 512), (1, 8))
     yield from run(verts, faces, image_sizes=sizes, batches=batches, **common)
     if not args.quick:
@@ -73,7 +80,8 @@ def bench_extract(args: argparse.Namespace) -> Iterator[dict]:
 
 
 def bench_loader(args: argparse.Namespace) -> Iterator[dict]:
-    """Samples/s of the shard loader (0 and 2 workers) vs per-image files vs a raw memory copy.
+    """Samples/s of the shard loader (0 and 2 workers) vs per-image files vs a raw memory copy, and
+    of DetP's training batches (streamed from the shards, and from memory).
 
     Reads ``<results_dir>/shards/index.json`` of --config when it exists, else builds a
     temporary shard set of the demo's sizes from random data."""
@@ -81,8 +89,14 @@ def bench_loader(args: argparse.Namespace) -> Iterator[dict]:
     from facedet3d.paths import Results
     from facedet3d.shards.bench import bench_loader as run
 
-    index = Results.of(load_config(_configs(args))).shard_index
+    from facedet3d.detp.bench import bench_detp_batches
+
+    config = load_config(_configs(args))
+    index = Results.of(config).shard_index
     yield from run(index_path=index if index.is_file() else None, quick=args.quick)
+    # What train_detp reads through: its batch_fn, maps streamed from the shards (no DataLoader).
+    yield from bench_detp_batches(index if index.is_file() else None, config["train_detp"]["size"],
+                                  config["train_detp"]["batch"], quick=args.quick)
 
 
 def bench_train_detp(args: argparse.Namespace) -> Iterator[dict]:

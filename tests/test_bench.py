@@ -24,7 +24,10 @@ def test_bench_prints_json_lines_with_contract_keys(run_cmd, name, keys):
     if name == "extract":  # the extractor the config builds: with the shipped detail network
         assert all(row["detail_net"] is True for row in rows)
     if name == "loader":
-        assert {row["loader"] for row in rows} == {"shards", "files", "memcpy"}
+        loaders = {"shards", "shards_collate", "files", "memcpy", "memcpy_batch"}
+        assert loaders <= {row["loader"] for row in rows} <= loaders | {"detp_batch_fn", "detp_batch_fn_memory"}
+        assert {row["order"] for row in rows} == {"sequential", "shuffled"}
+        assert all(row["vs_files"] > 0 and row["vs_memcpy"] > 0 for row in rows if row["loader"].startswith("shards"))
 
 
 def test_bench_config_overlays_apply(run_cmd, tmp_path):

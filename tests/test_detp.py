@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from facedet3d.detp import losses
-from facedet3d.detp.data import Split, make_batch_fn
+from facedet3d.detp.data import Split, load_split, make_batch_fn, region_and_scale
 from facedet3d.detp.metrics import expression_mean, face_region, pair_metrics, pearson
 from facedet3d.detp.model import DetP, DetPConfig
 from facedet3d.train import adversarial
@@ -18,6 +18,7 @@ from facedet3d.train.adversarial import Discriminator
 from facedet3d.detp.stage import build, evaluate, make_phases
 from facedet3d.errors import UserError
 from facedet3d.train.checkpoint import load_checkpoint, save_checkpoint
+from facedet3d.train.distributed import World
 from facedet3d.train.laploss import lap_loss
 from facedet3d.train.loop import run_step, training_loop
 
@@ -177,3 +178,69 @@ def test_evaluate_reports_detp_next_to_every_baseline():
         assert out[ref]["copy"]["delta_corr"] == 0.0
         assert all(np.isfinite(v) for m in out[ref].values() for v in m.values())
     assert set(out["au_consistency"]) == {"detp", "copy", "real_target"}
+
+
+def _same_batches(a_fn, b_fn, steps=range(5), world_b=None) -> None:
+    for step in steps:
+        a, b = a_fn(step), b_fn(step) if world_b is None else b_fn(step, world_b)
+        assert a.keys() == b.keys()
+        for k in a:
+            assert a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]), (step, k)
+
+
+def _streamed_vs_memory(index, size: int, batch: int) -> None:
+    """The streamed split gives DetP's in-memory tensors: region, scale, batches, maps, truth."""
+    memory, streamed = load_split(index, "train", size), load_split(index, "train", size, stream=True)
+    assert isinstance(memory.detail, torch.Tensor) and not isinstance(streamed.detail, torch.Tensor)
+    region, scale = region_and_scale(memory.detail)
+    assert region.equal(face_region(memory.detail))
+    assert scale == float(memory.detail[region.expand_as(memory.detail)].std())  # the former formula
+    s_region, s_scale = region_and_scale(streamed.detail)
+    assert s_region.equal(region) and s_scale == scale
+    _same_batches(make_batch_fn(memory, batch, seed=2, scale=scale), make_batch_fn(streamed, batch, seed=2, scale=scale))
+    every = np.arange(len(memory))
+    assert torch.equal(streamed.detail[every], memory.detail) and torch.equal(streamed.truth[every], memory.truth)
+    assert torch.equal(streamed.detail[int(every[-1])], memory.detail[-1])
+    nearest = torch.tensor([[3, 1, 3], [0, 0, 2]])  # repeats, any order, 2-D (expression_mean's gather)
+    assert torch.equal(streamed.detail[nearest], memory.detail[nearest])
+    for k in ("aus", "expr", "shape", "facenet", "age"):
+        assert torch.equal(getattr(streamed, k), getattr(memory, k))
+
+
+def test_streamed_split_batches_equal_the_in_memory_ones(tmp_path):
+    """Generated shards (5 of 12 rows, 64² maps, DetP at 32²: area-downsampled per batch)."""
+    from facedet3d.shards.bench import fake_shards
+
+    _streamed_vs_memory(fake_shards(tmp_path, 60, size=64, shard_size=12, full=True), size=32, batch=8)
+
+
+def test_streamed_split_on_the_tiny_run_shards(tiny_run):
+    """The tiny DAG's real shards (extracted and true maps, the face region of the UV layout)."""
+    _, results = tiny_run
+    _streamed_vs_memory(results / "shards" / "index.json", size=32, batch=4)
+
+
+def test_batch_fn_ranks_split_the_global_batch(tmp_path):
+    """batch_fn(step, World(r, 2)) are the rows of the single-process batch, for a split in memory
+    and a streamed one; a batch that does not split evenly is a clear error."""
+    from facedet3d.shards.bench import fake_shards
+
+    streamed = load_split(fake_shards(tmp_path, 40, size=32, shard_size=16, full=True), "train", 32, stream=True)
+    for train in (_split(), streamed):
+        batch_fn = make_batch_fn(train, 8, seed=1, scale=0.1)
+        for step in range(3):
+            whole = batch_fn(step)
+            _same_batches(lambda s: whole, batch_fn, steps=[step], world_b=World(0, 1))
+            parts = [batch_fn(step, World(r, 2)) for r in range(2)]
+            for k, v in whole.items():
+                assert len(parts[0][k]) == 4 and torch.equal(torch.cat([parts[0][k], parts[1][k]]), v), (step, k)
+        with pytest.raises(UserError, match="does not split evenly"):
+            batch_fn(0, World(0, 3))
+
+
+def test_detp_batch_bench_rows():
+    from facedet3d.detp.bench import bench_detp_batches
+
+    rows = list(bench_detp_batches(None, 64, 4, quick=True))
+    assert [r["loader"] for r in rows] == ["detp_batch_fn", "detp_batch_fn_memory"]
+    assert all(r["samples_per_s"] > 0 and r["workers"] == 0 for r in rows) and rows[0]["vs_memory"] > 0

@@ -22,8 +22,8 @@ import torch
 
 from facedet3d.atomic import write_json_atomic
 from facedet3d.detp import losses
-from facedet3d.detp.data import Split, load_split, make_batch_fn
-from facedet3d.detp.metrics import expression_mean, face_region, pair_metrics, summarise
+from facedet3d.detp.data import Split, load_split, make_batch_fn, region_and_scale
+from facedet3d.detp.metrics import expression_mean, pair_metrics, summarise
 from facedet3d.detp.model import DetP, DetPConfig
 from facedet3d.face.layout import AU_MAX
 from facedet3d.paths import Results
@@ -131,9 +131,8 @@ def run(config: dict) -> dict:
     world, device = join(resolve_device(s["device"]), s["devices"])
     torch.manual_seed(seed)
     torch.set_num_threads(s["threads"])
-    train = load_split(paths.shard_index, "train", s["size"])
-    region = face_region(train.detail)
-    scale = float(train.detail[region.expand_as(train.detail)].std())  # mm per network unit
+    train = load_split(paths.shard_index, "train", s["size"], stream=True)  # maps read per batch
+    region, scale = region_and_scale(train.detail)  # face region; its std: mm per network unit
     cfg = detp_config(s, train, scale)
     nets = {k: v.to(device) for k, v in build(cfg).items()}
     phases = make_phases(nets, s)
