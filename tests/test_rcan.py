@@ -15,10 +15,19 @@ import yaml
 from facedet3d.config import ConfigError, load_config
 from facedet3d.errors import UserError
 from facedet3d.rcan.model import RCAN, RCANConfig, count_parameters, load_model
-from facedet3d.rcan.stage import load_split, make_training, run
+from facedet3d.rcan.stage import (
+    MemoryPairs,
+    hr_std,
+    load_split,
+    make_batch_fn,
+    make_training,
+    run,
+)
 from facedet3d.rcan.tiles import upsample, upsample_twice
 from facedet3d.shards.format import sha256_file, write_shard
+from facedet3d.shards.loaders import RCANDataset
 from facedet3d.shards.stage import downsample
+from facedet3d.train.distributed import World
 from facedet3d.train.loop import training_loop
 from tests.conftest import REPO
 
@@ -166,7 +175,7 @@ def test_one_optimisation_step_lowers_the_l1_loss():
     lr, hr = _data()
     torch.manual_seed(0)
     model = RCAN(RCANConfig(**TINY, detail_scale=float(hr.std())))
-    phases, batch_fn, _ = make_training(model, SETTINGS, lr, hr, seed=0)
+    phases, batch_fn, _ = make_training(model, SETTINGS, MemoryPairs(lr, hr), seed=0)
     batch = batch_fn(0)
     before, _ = phases[0].loss(batch, 0)
     phases[0].optimizer.zero_grad()
@@ -186,7 +195,7 @@ def _train(run_dir: Path, steps: int, kill_at: int | None = None) -> RCAN:
     settings = {**SETTINGS, "steps": steps}
     torch.manual_seed(0)
     model = RCAN(RCANConfig(**TINY, detail_scale=float(hr.std())))
-    phases, batch_fn, schedulers = make_training(model, settings, lr, hr, seed=0)
+    phases, batch_fn, schedulers = make_training(model, settings, MemoryPairs(lr, hr), seed=0)
 
     def maybe_killed(step):
         if step == kill_at:
@@ -229,6 +238,20 @@ def test_a_split_too_large_for_memory_is_a_user_error(tmp_path):
     assert load_split(index, "train")[1].shape == (48, 1, 32, 32)
     with pytest.raises(UserError, match="GiB in memory"):
         load_split(index, "train", max_gib=1e-6)
+
+
+def test_training_streams_the_same_batches_and_scale_as_the_split_in_memory(tmp_path):
+    index = write_rcan_shards(tmp_path)
+    lr, hr = load_split(index, "train")
+    streamed = RCANDataset(index, "train")
+    assert hr_std(streamed, block=7) == float(hr.std())
+    memory, stream = make_batch_fn(MemoryPairs(lr, hr), 6, 0, 0.01), make_batch_fn(streamed, 6, 0, 0.01)
+    for step in range(4):
+        a, b = memory(step), stream(step)
+        assert torch.equal(a["lr"], b["lr"]) and torch.equal(a["hr"], b["hr"])
+    halves = [stream(3, World(r, 2)) for r in (0, 1)]
+    assert torch.equal(torch.cat([h["hr"] for h in halves]), memory(3)["hr"])
+    streamed.close()
 
 
 # -- the stage -----------------------------------------------------------------------------------

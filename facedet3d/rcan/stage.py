@@ -4,9 +4,10 @@
 
 The demo's pairs are 128² HR patches of the 512² extracted detail maps and their 32² ×4
 area-average downsamples (``shards.rcan_patch``); the paper's are 1024² patches of 4096² maps.
-The train split is small (a few thousand patches) and is held in memory; every step draws its
-``batch`` patches (and a horizontal flip each) from ``np.random.default_rng([seed, 0xC4A, step])``,
-so a resumed run is the same as an uninterrupted one. Adam with cosine learning-rate decay to 0
+The train split is streamed: every step draws its ``batch`` patches (and a horizontal flip
+each) from ``np.random.default_rng([seed, 0xC4A, step])`` and reads them from the shards, so
+memory does not grow with the data and a resumed run is the same as an uninterrupted one; the
+held-out test split is read into memory to be measured. Adam with cosine learning-rate decay to 0
 over ``steps``; the network is :class:`facedet3d.rcan.model.RCAN` (its docstring lists the two
 deviations from the paper: a residual over bicubic with a zero-initialised tail, and windowed
 channel attention for exact tiling).
@@ -90,17 +91,45 @@ def model_config(settings: dict, detail_scale: float) -> RCANConfig:
         raise UserError(f"config section {STAGE}: {err}") from None
 
 
-def make_batch_fn(lr: torch.Tensor, hr: torch.Tensor, batch: int, seed: int, detail_scale: float):
-    """``batch_fn(step, world)`` for the loop: ``batch`` random pairs, each flipped left-right with
-    p = 1/2, in network units; a pure function of (seed, step). With a ``world``, this process's
-    rows of that batch."""
+class MemoryPairs:
+    """Pairs held in memory with a streamed split's interface: ``len()``, ``batch(indices) -> (lr, hr)``."""
+
+    def __init__(self, lr: torch.Tensor, hr: torch.Tensor):
+        self.lr, self.hr = lr, hr
+
+    def __len__(self) -> int:
+        return len(self.lr)
+
+    def batch(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.as_tensor(np.asarray(indices, dtype=np.int64))
+        return self.lr[idx], self.hr[idx]
+
+
+def hr_std(pairs: RCANDataset, block: int = 256) -> float:
+    """The std (mm) of every HR texel of a streamed split, read in blocks of rows and summed in
+    float64: the network unit (``detail_scale``), as ``hr.std()`` of the split in memory gives it."""
+    total = squares = 0.0
+    count = 0
+    for start in range(0, len(pairs), block):
+        rows = pairs.read_rows("hr", np.arange(start, min(start + block, len(pairs)))).astype(np.float64)
+        total, squares, count = total + rows.sum(), squares + np.square(rows).sum(), count + rows.size
+    if count < 2:
+        return math.nan
+    mean = total / count
+    return float(np.float32(math.sqrt(max((squares - count * mean * mean) / (count - 1), 0.0))))
+
+
+def make_batch_fn(pairs: RCANDataset | MemoryPairs, batch: int, seed: int, detail_scale: float):
+    """``batch_fn(step, world)`` for the loop: ``batch`` random pairs of ``pairs``, each flipped
+    left-right with p = 1/2, in network units; a pure function of (seed, step). With a ``world``,
+    this process's rows of that batch; only those pairs are read."""
 
     def batch_fn(step: int, world: World = SINGLE) -> dict:
         rng = np.random.default_rng([int(seed), _STREAM, int(step)])
         rows = rank_rows(batch, world)
-        idx = torch.from_numpy(rng.integers(0, len(lr), batch)[rows])
+        idx = rng.integers(0, len(pairs), batch)[rows]
         flip = torch.from_numpy(rng.random(batch)[rows] < 0.5)[:, None, None, None]
-        x, y = lr[idx], hr[idx]
+        x, y = pairs.batch(idx)
         x = torch.where(flip, x.flip(-1), x)
         y = torch.where(flip, y.flip(-1), y)
         return {"lr": x / detail_scale, "hr": y / detail_scale}
@@ -108,7 +137,7 @@ def make_batch_fn(lr: torch.Tensor, hr: torch.Tensor, batch: int, seed: int, det
     return batch_fn
 
 
-def make_training(model: RCAN, settings: dict, lr: torch.Tensor, hr: torch.Tensor, seed: int):
+def make_training(model: RCAN, settings: dict, pairs: RCANDataset | MemoryPairs, seed: int):
     """The loop's pieces for one RCAN: (phases, batch_fn, schedulers). One phase: Adam on the L1 of Eq. 19."""
     scale = model.config.detail_scale
     optimizer = torch.optim.Adam(model.parameters(), lr=float(settings["lr"]))
@@ -121,7 +150,7 @@ def make_training(model: RCAN, settings: dict, lr: torch.Tensor, hr: torch.Tenso
         return loss, {"l1": loss.item(), "l1_mm": loss.item() * scale}
 
     phases = [Phase("rcan", optimizer, l1_loss)]
-    return phases, make_batch_fn(lr, hr, int(settings["batch"]), seed, scale), schedulers
+    return phases, make_batch_fn(pairs, int(settings["batch"]), seed, scale), schedulers
 
 
 @torch.no_grad()
@@ -198,25 +227,27 @@ def run(config: dict) -> dict:
     torch.set_num_threads(int(s["threads"]))
     world, device = join(resolve_device(s["device"]), s["devices"])
     index = results.shard_index
-    train_lr, train_hr = load_split(index, "train")
+    train = RCANDataset(index, "train")  # streamed: each step reads its pairs
     test_lr, test_hr = load_split(index, "test")
-    detail_scale = float(train_hr.std())
+    detail_scale = hr_std(train)
+    patch = train.read_rows("hr", [0]).shape[-2:]
     if not detail_scale > 0:
         raise UserError(f"the RCAN train patches of {index} are all flat; nothing to learn")
     cfg = model_config(s, detail_scale)
     options = {"seed": seed, **{k: s[k] for k in _TRAINING_KEYS}, "model": asdict(cfg),
-               "data": split_digest(index, "rcan", "train"), "n_train": len(train_lr)}
-    log.info("%s: %d train / %d test pairs (%s HR), detail_scale %.4g mm, device %s", STAGE, len(train_lr),
-             len(test_lr), "x".join(map(str, train_hr.shape[-2:])), detail_scale, device)
+               "data": split_digest(index, "rcan", "train"), "n_train": len(train)}
+    log.info("%s: %d train / %d test pairs (%s HR), detail_scale %.4g mm, device %s", STAGE, len(train),
+             len(test_lr), "x".join(map(str, patch)), detail_scale, device)
 
     torch.manual_seed(seed)
     model = RCAN(cfg).to(device)
-    phases, batch_fn, schedulers = make_training(model, s, train_lr, train_hr, seed)
+    phases, batch_fn, schedulers = make_training(model, s, train, seed)
     train_started = time.perf_counter()
     row = training_loop(out, {"rcan": model}, phases, batch_fn, int(s["steps"]), device, options,
                         log_every=int(s["log_every"]), checkpoint_every=int(s["checkpoint_every"]),
                         desc=STAGE, schedulers=schedulers, world=world)
     train_seconds = time.perf_counter() - train_started
+    train.close()
     leave(world)
     if not world.main:
         return {}
@@ -227,8 +258,8 @@ def run(config: dict) -> dict:
     metrics, preds = held_out_metrics(model, test_lr, test_hr)
     draw_samples(out / "samples.png", test_lr, test_hr, preds)
     metrics.update({
-        "n_train": len(train_lr), "n_test": len(test_lr), "steps": int(s["steps"]), "batch": int(s["batch"]),
-        "patch_hr": int(train_hr.shape[-1]), "device": str(device), "parameters": count_parameters(model),
+        "n_train": len(train), "n_test": len(test_lr), "steps": int(s["steps"]), "batch": int(s["batch"]),
+        "patch_hr": int(patch[-1]), "device": str(device), "parameters": count_parameters(model),
         "receptive_radius_lr": model.receptive_radius if cfg.attention_window else None,
         "detail_scale_mm": detail_scale, "final_train_l1_mm": row.get("rcan/l1_mm"),
         "seconds_train": round(train_seconds, 2), "seconds": round(time.perf_counter() - started, 2),
