@@ -5,7 +5,14 @@ import math
 import pytest
 import torch
 
-from facedet3d.render.bench import bench_rasterize, relief_mesh, subdivide, subdivide_to, uv_sphere
+from facedet3d.render.bench import (
+    bench_rasterize,
+    count_torch_ops,
+    relief_mesh,
+    subdivide,
+    subdivide_to,
+    uv_sphere,
+)
 from facedet3d.render.camera import Camera, face_camera, place_face, rotation_matrix
 from facedet3d.render.rasterize import interpolate, rasterize, sample_texture
 
@@ -209,17 +216,81 @@ def random_soup(bsz, h, w, n, seed=0):
     return torch.cat([xy, z], -1).reshape(bsz, 3 * n, 3).double(), torch.arange(3 * n).reshape(n, 3)
 
 
-def test_chunking_does_not_change_the_result(monkeypatch):
+def test_chunking_and_code_paths_do_not_change_the_result(monkeypatch):
     import facedet3d.render.rasterize as rast
 
     screen, faces = random_soup(3, 40, 56, 80, seed=3)
+    screen[1, :30, :2] *= 4.0  # big windows, some capped at the image, partly off-screen
     full = rasterize(screen, faces, (40, 56), perspective_correct=True)
-    monkeypatch.setattr(rast, "_CHUNK_CANDIDATES", 64)
-    monkeypatch.setattr(rast, "_TRI_CHUNK", 7)
-    monkeypatch.setattr(rast, "_PIX_CHUNK", 100)
-    small = rasterize(screen, faces, (40, 56), perspective_correct=True)
-    for a, b in zip(full, small):
-        assert torch.equal(a, b)
+    keys = rast._visibility(screen, faces, (40, 56), True, False, None)
+    # The CPU path in small pieces, the GPU path (one flat list of windows) whole and in pieces.
+    for limits in (rast._CPU_LIMITS._replace(triangles=7, candidates=64, pixels=100), rast._GPU_LIMITS,
+                   rast._GPU_LIMITS._replace(candidates=97)):
+        monkeypatch.setattr(rast, "_CPU_LIMITS", limits)
+        assert torch.equal(rast._visibility(screen, faces, (40, 56), True, False, None), keys)
+        small = rasterize(screen, faces, (40, 56), perspective_correct=True)
+        for a, b in zip(full, small):
+            assert torch.equal(a, b)
+
+
+def _batch_scene(h, w):
+    """5 images of one mesh (a face relief + a degenerate and a big triangle) in different
+    poses, sizes and places: partly off-screen, overlapping, and one empty image."""
+    verts, faces, _ = relief_mesh(24, dtype=torch.float64)
+    nv = verts.shape[0]
+    extra = torch.tensor([[0.0, 0.0, 30.0], [10.0, 10.0, 30.0], [20.0, 20.0, 30.0],  # collinear
+                          [-150.0, 120.0, 35.0], [160.0, 100.0, 35.0], [0.0, -170.0, 35.0]], dtype=torch.float64)
+    verts = torch.cat([verts, extra])
+    faces = torch.cat([faces, torch.tensor([[nv, nv + 1, nv + 2], [nv + 3, nv + 4, nv + 5]])])
+    screens = []
+    for b, (yaw, scale, cx, cy) in enumerate([(0.0, 0.25, 0.5, 0.5), (0.5, 0.3, 0.2, 0.6), (-0.4, 0.4, 0.9, 0.1),
+                                              (0.2, 0.2, 0.5, 0.5), (0.1, 0.6, 0.3, 0.4)]):
+        r = rotation_matrix(yaw, 0.1 * b, -0.05 * b).double()
+        p = verts @ r.T
+        x = w * cx + scale * p[:, 0]
+        y = h * cy - scale * p[:, 1]
+        if b == 3:
+            x = x - 10 * w  # all of it off-screen: an empty image
+        screens.append(torch.stack([x, y, 300.0 - p[:, 2]], -1))
+    return torch.stack(screens), faces
+
+
+@pytest.mark.parametrize("perspective", [True, False])
+def test_batch_equals_per_image_reference(perspective):
+    h, w = 48, 64
+    screen, faces = _batch_scene(h, w)
+    nf = faces.shape[0]
+    ref = [rasterize(screen[b : b + 1], faces, (h, w), perspective_correct=perspective) for b in range(len(screen))]
+    ref = [torch.cat(parts) for parts in zip(*ref)]
+    assert not ref[3][3].any() and ref[3].float().mean() > 0.2  # the empty image; enough coverage elsewhere
+    assert (ref[0] == nf - 1).any() and not (ref[0] == nf - 2).any()  # the big triangle shows, the degenerate one not
+    assert ref[3][:, :, 0].any() and ref[3][:, :, -1].any()  # cut by the image borders
+    import facedet3d.render.rasterize as rast
+
+    for device_type in ("cpu", "cuda"):  # the CPU's and the GPU's code paths, both on CPU tensors
+        with rast.chunking_as(device_type):
+            frags = rasterize(screen, faces, (h, w), perspective_correct=perspective)
+        for a, b in zip(frags, ref):
+            assert torch.equal(a, b)
+
+
+def test_torch_calls_do_not_grow_with_the_batch():
+    """The GPU code path makes the same torch calls (~ kernel launches) for 1 image or 8 in any poses."""
+    import facedet3d.render.rasterize as rast
+
+    h, w = 48, 64
+    screen, faces = _batch_scene(h, w)
+    screen = screen.float()
+    eight = torch.cat([screen, screen[:3] * torch.tensor([1.1, 0.9, 1.0])])
+
+    def calls(s):
+        with rast.chunking_as("cuda"):
+            rasterize(s, faces, (h, w), perspective_correct=True)  # fills the caches
+            return count_torch_ops(lambda: rasterize(s, faces, (h, w), perspective_correct=True))
+
+    one = calls(screen[:1])
+    assert calls(eight) == one == calls(screen[1:2])
+    assert one < 250
 
 
 @pytest.mark.parametrize("perspective", [True, False])

@@ -12,14 +12,14 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor
 
 from facedet3d.face import layout
 from facedet3d.render.camera import face_camera, place_face
-from facedet3d.render.rasterize import rasterize
+from facedet3d.render.rasterize import chunking_as, rasterize
 
 
 def uv_sphere(
@@ -118,6 +118,42 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def count_torch_ops(fn: Callable[[], object]) -> int:
+    """Torch operator calls made by ``fn()``, views excluded (they launch no kernel).
+
+    On a GPU every one is (at least) one kernel launch and a few microseconds of host
+    time, so the count is a device-independent proxy for launch overhead.
+    """
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class _Count(TorchDispatchMode):
+        calls = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if not getattr(func, "is_view", False):
+                self.calls += 1
+            return func(*args, **(kwargs or {}))
+
+    with _Count() as counter:
+        fn()
+    return counter.calls
+
+
+def count_cuda_syncs(fn: Callable[[], object]) -> int:
+    """Host synchronisations (as flagged by ``torch.cuda.set_sync_debug_mode``) made by ``fn()`` on CUDA."""
+    import warnings
+
+    previous = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fn()
+    finally:
+        torch.cuda.set_sync_debug_mode(previous)
+    return sum("synchronizing" in str(w.message) for w in caught)
+
+
 def bench_rasterize(
     verts: Tensor,
     faces: Tensor,
@@ -142,8 +178,13 @@ def bench_rasterize(
         triangle_counts: if given, also run on the mesh subdivided to at least each count.
 
     Row keys: image_size, triangles, batch, ms_per_face, ms_per_batch (medians),
-    covered (mean fraction of pixels covered), device, threads, kind. Only
-    :func:`rasterize` is timed (projection excluded), forward only.
+    covered (mean fraction of pixels covered), device, threads, kind; ops_per_batch,
+    the torch operator calls (views excluded) of one batch on the GPU's code path, a
+    device-independent proxy for kernel launches that does not grow with the batch,
+    and ops_per_batch_as_run, the same on this device's code path (the CPU's cuts the
+    batch into passes of whole images); on CUDA also cuda_syncs (host synchronisations
+    per batch) and peak_mem_mb. Only :func:`rasterize` is timed (projection excluded),
+    forward only.
     """
     dev = torch.device(device)
     old_threads = torch.get_num_threads()
@@ -163,8 +204,17 @@ def bench_rasterize(
                     pose = torch.stack([yaw, torch.zeros(batch), torch.zeros(batch)], -1).to(dev)
                     screen = cam.project(place_face(mv, pose))
                     run = lambda: rasterize(screen, mf, (size, size), perspective_correct=cam.is_perspective)
-                    frags = run()
+                    covered = float(run().mask.float().mean())
                     _sync(dev)
+                    with chunking_as("cuda"):
+                        run()  # fills the caches, so the count is that of a steady call
+                        ops = count_torch_ops(run)
+                    ops_here = count_torch_ops(run)
+                    extra = {}
+                    if dev.type == "cuda":
+                        torch.cuda.reset_peak_memory_stats(dev)
+                        extra = {"cuda_syncs": count_cuda_syncs(run),
+                                 "peak_mem_mb": torch.cuda.max_memory_allocated(dev) / 2**20}
                     times = []
                     for _ in range(repeats):
                         t0 = time.perf_counter()
@@ -178,10 +228,13 @@ def bench_rasterize(
                         "batch": batch,
                         "ms_per_face": ms / batch,
                         "ms_per_batch": ms,
-                        "covered": float(frags.mask.float().mean()),
+                        "covered": covered,
                         "device": str(dev),
                         "threads": torch.get_num_threads(),
                         "kind": kind,
+                        "ops_per_batch": ops,
+                        "ops_per_batch_as_run": ops_here,
+                        **extra,
                     }
     finally:
         torch.set_num_threads(old_threads)

@@ -4,16 +4,21 @@ Screen space is that of :meth:`facedet3d.render.camera.Camera.project`: ``(x, y,
 depth)`` with x the pixel column, y the pixel row, pixel ``(i, j)`` sampled at its
 centre ``(j + 0.5, i + 0.5)``, smaller depth = closer.
 
-Visibility pass (no autograd): each triangle's integer bounding box of covered
-pixel centres is computed and triangles are bucketed by the powers of two
-(kx, ky) above its width and height. Per bucket, the barycentrics and the depth
-(or 1/depth) are affine in the pixel position, so all kx * ky candidate pixels
-of all its triangles are evaluated by one small matrix product. Covered
-candidates are z-buffered with ``scatter_reduce("amin")`` on an int64 key that
-packs the depth's order-preserving float32 bits above the flat triangle index:
-the nearest triangle wins, exact ties go to the lowest index. Work is chunked
-(per image and in bounded pieces) to keep temporaries small, which matters a
-lot on CPU.
+Visibility pass (no autograd): the batch is one flat list of B * F triangles.
+Each triangle's integer bounding box of covered pixel centres is computed and
+the triangle gets a window of kx x ky pixels, the powers of two above the box's
+width and height. The barycentrics and the depth (or 1/depth) are affine in the
+pixel position, so all window pixels of all triangles are evaluated as a few
+tensors, each value by a fixed sequence of IEEE operations (CPU and CUDA agree
+bit for bit). Covered candidates are z-buffered with ``scatter_reduce("amin")``
+on an int64 key that packs the depth's order-preserving float32 bits above the
+flat triangle index: the nearest triangle wins, exact ties go to the lowest
+index. Two code paths give the same keys: on a GPU the whole batch goes in one
+pass and the windows of all shapes as one flat list, so the number of torch
+calls (kernel launches) is the same for any batch, mesh or image size, with one
+host synchronisation (the candidate count); on the CPU, where launches are
+cheap and small working sets fast, passes of whole images group the windows by
+shape (see :func:`chunking_as` to run either path anywhere).
 
 Barycentric pass (autograd): for every covered pixel the barycentrics of the
 winning triangle are recomputed from ``screen``, so they and the depth are
@@ -23,24 +28,24 @@ boundaries, whose pixels just switch triangles).
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import itertools
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-# Candidate pixels (x 4 floats) per matrix product; bounds the memory for big triangles.
-_CHUNK_CANDIDATES = 1 << 18
-# Triangles z-buffered together on CPU (per image).
-_TRI_CHUNK = 65536
-# Foreground pixels whose barycentrics are recomputed together on CPU.
-_PIX_CHUNK = 65536
 # Barycentric tolerance of the coverage test, so shared edges leave no pinholes.
 _INSIDE_EPS = 1e-6
 _TRI_BITS = 31
 _TRI_MASK = (1 << _TRI_BITS) - 1
 _EMPTY = torch.iinfo(torch.int64).max
+# Window classes: code = lgx * _CODE + lgy (log2 sides < _CODE).
+_CODE = 32
+# Window pixels from which the CPU path keys only the covered ones (fewer above).
+_COMPACT_FROM = 8
 
 
 class Fragments(NamedTuple):
@@ -63,15 +68,24 @@ def _ceil_log2(n: int) -> int:
     return max(0, (int(n) - 1).bit_length())
 
 
-@functools.lru_cache(maxsize=128)
-def _window(kx: int, ky: int, width: int, device: torch.device) -> tuple[Tensor, Tensor]:
-    """Candidate offsets of a kx x ky window (cached, read-only).
+@functools.lru_cache(maxsize=64)
+def _image_constants(w: int, h: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """(2, 1) int32 (cached, read-only, so no host-to-device copy per call): the image
+    size (w, h) and the largest window log2 sides (ceil(log2(w)), ceil(log2(h)))."""
+    return (torch.tensor([[w], [h]], dtype=torch.int32, device=device),
+            torch.tensor([[_ceil_log2(w)], [_ceil_log2(h)]], dtype=torch.int32, device=device))
 
-    Returns homogeneous offsets (kk, 3) float (col, row, 1) and flat offsets (kk,) long.
+
+@functools.lru_cache(maxsize=256)
+def _window(kx: int, ky: int, width: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Offsets of the pixels of a kx x ky window, row by row (cached, read-only).
+
+    Returns the column (kk,) and row (kk,) offsets as float32, the row offsets as
+    float64 and the flat pixel offsets (kk,) long.
     """
     oy, ox = torch.meshgrid(torch.arange(ky, device=device), torch.arange(kx, device=device), indexing="ij")
     ox, oy = ox.reshape(-1), oy.reshape(-1)
-    return torch.stack([ox, oy, torch.ones_like(ox)], 1).float(), oy * width + ox
+    return ox.float(), oy.float(), oy.double(), oy * width + ox
 
 
 def _window_coefficients(c: Tensor, x0: Tensor, y0: Tensor, perspective_correct: bool) -> Tensor:
@@ -81,7 +95,8 @@ def _window_coefficients(c: Tensor, x0: Tensor, y0: Tensor, perspective_correct:
     taken relative to the centre of the window's first pixel (float32 precision), and
     q is the depth, or 1/depth when perspective_correct (both affine in screen space).
     Barycentric i is the edge function of the opposite edge over the doubled area,
-    ``((v_{i+1} - p) x (v_{i+2} - p)) / ((v_1 - v_0) x (v_2 - v_0))``.
+    ``((v_{i+1} - p) x (v_{i+2} - p)) / ((v_1 - v_0) x (v_2 - v_0))``. Every sum is
+    written out in a fixed order (no reductions), so CPU and CUDA round alike.
     """
     n = c.shape[2]
     xa, xb, xc = c[0] - (x0 + 0.5)
@@ -96,7 +111,8 @@ def _window_coefficients(c: Tensor, x0: Tensor, y0: Tensor, perspective_correct:
     torch.mul(xb, yc, out=coef[2, 0]).sub_(xc * yb)
     torch.mul(xc, ya, out=coef[2, 1]).sub_(xa * yc)
     torch.mul(xa, yb, out=coef[2, 2]).sub_(xb * ya)
-    coef[:, :3] *= 1.0 / coef[2, :3].sum(0)  # the three edge functions sum to the doubled area
+    e = coef[2]
+    coef[:, :3] *= 1.0 / ((e[0] + e[1]) + e[2])  # the three edge functions sum to the doubled area
     q = 1.0 / c[2] if perspective_correct else c[2]
     weighted = coef[:, :3] * q
     torch.add(weighted[:, 0], weighted[:, 1], out=coef[:, 3]).add_(weighted[:, 2])
@@ -109,10 +125,50 @@ def _depth_key(depth: Tensor, tri: Tensor, positive: bool) -> Tensor:
     The float32 bit pattern, read as an integer, is monotone for positive floats;
     for any sign the negative half is mirrored and the range shifted to >= 0.
     """
-    bits = depth.float().view(torch.int32).long()
-    if not positive:
-        bits = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits) + (1 << 31)
-    return (bits << _TRI_BITS) | tri
+    bits = depth.float().view(torch.int32)
+    if positive:
+        bits = bits.long()
+    else:  # negative: flip all but the sign bit (on int32, the cheaper width)
+        bits = (bits ^ ((bits >> 31) & 0x7FFFFFFF)).long().add_(1 << 31)
+    return bits.bitwise_left_shift_(_TRI_BITS).bitwise_or_(tri)
+
+
+class _Limits(NamedTuple):
+    triangles: int  # flat triangles z-buffered together
+    candidates: int  # window pixels evaluated together (~100-250 bytes of temporaries each)
+    pixels: int  # foreground pixels whose barycentrics are computed together
+    few_calls: bool  # a constant number of torch calls (windows as one flat list, no special cases)
+
+
+# The CPU wants small working sets and cheap arithmetic (passes of whole images, windows
+# grouped by shape); a GPU wants few kernel launches: the whole batch in one pass and
+# the windows of all shapes as one flat list, so the number of torch calls is the same
+# for any batch and any mesh (more passes only beyond ``candidates``).
+_CPU_LIMITS = _Limits(triangles=65536, candidates=1 << 18, pixels=65536, few_calls=False)
+_GPU_LIMITS = _Limits(triangles=_TRI_MASK, candidates=1 << 25, pixels=_TRI_MASK, few_calls=True)
+_limits_override: _Limits | None = None
+
+
+def _chunk_limits(device: torch.device) -> _Limits:
+    if _limits_override is not None:
+        return _limits_override
+    return _CPU_LIMITS if device.type == "cpu" else _GPU_LIMITS
+
+
+@contextlib.contextmanager
+def chunking_as(device_type: str):
+    """Use the chunk sizes of ``device_type`` ("cpu" or "cuda") whatever the tensors' device.
+
+    With "cuda" a call on CPU tensors runs the same torch operations as on a GPU, so
+    counting them there gives the GPU's kernel launches (see :mod:`facedet3d.render.bench`).
+    """
+    global _limits_override
+    previous = _limits_override
+    _limits_override = _CPU_LIMITS if device_type == "cpu" else _GPU_LIMITS
+    try:
+        yield
+    finally:
+        _limits_override = previous
 
 
 @torch.no_grad()
@@ -127,8 +183,10 @@ def _visibility(
     """Z-buffer pass: flat (B*H*W,) int64 keys; ``_EMPTY`` on background, else the low
     ``_TRI_BITS`` bits hold the winning flat triangle index b * F + f.
 
-    Triangles are processed per image in chunks of ``_TRI_CHUNK``: the z-buffer
-    min is order-independent, and small working sets are much faster on CPU.
+    The batch is one flat list of B * F triangles, so the number of torch calls does not
+    grow with B: on a GPU one pass takes the whole batch (see :func:`_zbuffer_triangles`);
+    on the CPU passes of whole images up to ``_CPU_LIMITS.triangles`` keep the working
+    set small, which is much faster there.
     """
     bsz, nv, _ = screen.shape
     nf = faces.shape[0]
@@ -136,119 +194,227 @@ def _visibility(
     if bsz * nf > _TRI_MASK:
         raise ValueError("too many triangles in the batch for the z-buffer key")
     zbuf = torch.full((bsz * h * w,), _EMPTY, dtype=torch.int64, device=screen.device)
+    if bsz * nf == 0 or h * w == 0:
+        return zbuf
     soa = screen.detach().float().reshape(-1, 3).t().contiguous()  # (xyz, B*V)
     faces_t = faces.t().contiguous()  # (corner, F)
-    chunk = _TRI_CHUNK if screen.device.type == "cpu" else max(1, nf)
-    for b in range(bsz):
-        for f0 in range(0, nf, chunk):
-            vidx = faces_t[:, f0 : f0 + chunk] + b * nv
-            _zbuffer_chunk(
-                zbuf, soa, vidx, b * nf + f0, b * h * w, (h, w), perspective_correct, cull_backfaces, znear
+    limit = _chunk_limits(screen.device).triangles
+    per = max(1, limit // nf)  # whole images per pass
+    for b0 in range(0, bsz, per):
+        for f0 in range(0, nf, limit):  # one pass per image unless a mesh alone is above the limit
+            _zbuffer_triangles(
+                zbuf, soa, faces_t, nv, (b0, min(b0 + per, bsz)), (f0, min(f0 + limit, nf)), (h, w),
+                perspective_correct, cull_backfaces, znear,
             )
     return zbuf
 
 
-def _zbuffer_chunk(
+def _zbuffer_triangles(
     zbuf: Tensor,
     soa: Tensor,
-    vidx: Tensor,
-    tri_offset: int,
-    pix_offset: int,
+    faces_t: Tensor,
+    nv: int,
+    images: tuple[int, int],
+    face_range: tuple[int, int],
     image_size: tuple[int, int],
     perspective_correct: bool,
     cull_backfaces: bool,
     znear: float | None,
 ) -> None:
-    """Z-buffer the triangles with corner vertex ids ``vidx`` (3, n) of one image into ``zbuf``.
+    """Z-buffer faces f0 .. f1-1 of images b0 .. b1-1 into ``zbuf``.
 
-    ``soa`` (3, B*V) holds the screen vertices; triangle j of the chunk has the flat
-    index ``tri_offset + j``; the image's pixels start at ``pix_offset`` in ``zbuf``.
+    ``soa`` (3, B*V) holds the screen vertices, ``faces_t`` (3, F) the corner ids.
+    Each triangle gets a window of kx x ky pixels, the powers of two above the sides of
+    its bounding box (capped at the image, moved inside it). On the CPU triangles are
+    grouped by window shape and each group's windows are evaluated as one (kx*ky, 4, n)
+    tensor (:func:`_zbuffer_windows`); with ``few_calls`` all windows form one flat list
+    (:func:`_zbuffer_flat`). Both give the same keys, bit for bit.
     """
     h, w = image_size
     dev = soa.device
-    n_tri = vidx.shape[1]
+    nf = faces_t.shape[1]
+    (b0, b1), (f0, f1) = images, face_range
+    image = torch.arange(b0, b1, device=dev)[:, None]
+    n_tri = (b1 - b0) * (f1 - f0)
+    vidx = faces_t[:, None, f0:f1] + image * nv  # (corner, image, face)
     # Structure of arrays: (xyz, corner, triangle).
     c = soa.index_select(1, vidx.reshape(-1)).view(3, 3, n_tri)
     x, y, z = c[0], c[1], c[2]
-    # Integer bounding boxes of the covered pixel centres, clipped to the image: (4, n)
-    # rows = first column, first row, last column, last row.
-    limit = torch.tensor([[w - 1.0], [h - 1.0]], device=dev)
+    # Integer bounding boxes of the covered pixel centres, clipped to the image: rows =
+    # (column, row); lo = first, hi = last.
+    size, cap = _image_constants(w, h, dev)
     lo = torch.ceil(c[:2].amin(1) - 0.5).clamp_(min=0.0)
-    hi = torch.minimum(torch.floor(c[:2].amax(1) - 0.5), limit)
+    hi = torch.minimum(torch.floor(c[:2].amax(1) - 0.5), size - 1.0)
     area = (x[1] - x[0]) * (y[2] - y[0]) - (x[2] - x[0]) * (y[1] - y[0])
-    keep = (lo <= hi).all(0) & torch.isfinite(area)
+    keep = (lo[0] <= hi[0]) & (lo[1] <= hi[1]) & torch.isfinite(area)
     if perspective_correct or znear is not None:
         keep &= z.amin(0) > (0.0 if znear is None else znear)
     # Front faces (counter-clockwise in camera space seen from +z) have area < 0 in (column, row).
     keep &= (area < 0) if cull_backfaces else (area != 0)
-    idx = keep.nonzero().squeeze(1)
-    if idx.numel() == 0:
-        return
 
-    # Buckets: the powers of two (kx, ky) = (2**lx, 2**ly) above the bounding-box sides
-    # (capped at the image size); triangles are sorted by bucket.
-    box = torch.cat([lo, hi]).index_select(1, idx)
-    lg = torch.ceil(torch.log2(box[2:] - box[:2] + 1.0))
-    lg = torch.minimum(lg, torch.tensor([[_ceil_log2(w)], [_ceil_log2(h)]], dtype=lg.dtype, device=dev))
-    code = (lg[0] * 32.0 + lg[1]).short()
-    counts = torch.bincount(code)
-    codes = counts.nonzero().squeeze(1)
-    counts = counts.index_select(0, codes).tolist()
-    codes = codes.tolist()
-    if len(codes) > 1:
-        order = torch.argsort(code, stable=True)  # fast on int16
-        idx, box = idx.index_select(0, order), box.index_select(1, order)
-    # Window origins, clamped so that each kx x ky window lies inside the image (it
-    # still contains the clipped bounding box).
-    origin, start = [], 0
-    for cd, count in zip(codes, counts):
-        kx, ky = min(1 << (cd // 32), w), min(1 << (cd % 32), h)
-        last = torch.tensor([[w - kx], [h - ky]], dtype=box.dtype, device=dev)
-        origin.append(box[:2, start : start + count].clamp(max=last))
-        start += count
-    x0, y0 = torch.cat(origin, 1) if len(origin) > 1 else origin[0]
-    c = c.reshape(9, n_tri).index_select(1, idx).view(3, 3, -1)
-    coef = _window_coefficients(c, x0, y0, perspective_correct)  # (3, 4, n)
-    base = (y0 * w + x0).long() + pix_offset  # flat pixel of each window origin
-    gid = idx + tri_offset
     positive = perspective_correct or (znear is not None and znear >= 0)
+    limits = _chunk_limits(dev)
+    if limits.few_calls:
+        lg, k, origin, base = _windows(lo, hi - lo, keep, size, cap, w)
+        base.view(b1 - b0, f1 - f0).add_(image * (h * w))
+        coef = _window_coefficients(c, origin[0], origin[1], perspective_correct)  # (3, 4, n)
+        tri = (image * nf + torch.arange(f0, f1, device=dev)).view(-1)  # flat triangle index b * F + f
+        _zbuffer_flat(zbuf, coef, keep, lg, k, base, tri, w, limits.candidates, perspective_correct, positive)
+        return
+    # CPU: the kept triangles only (few, when the mesh is much finer than the pixels),
+    # grouped by window shape. A pass holds whole images or part of one, so the flat
+    # triangle indices b * F + f of its triangles are consecutive.
+    kept = keep.nonzero().squeeze(1)
+    lo = lo.index_select(1, kept)
+    lg, k, origin, base = _windows(lo, hi.index_select(1, kept) - lo, None, size, cap, w)
+    base += (kept // (f1 - f0) + b0) * (h * w) if b1 - b0 > 1 else b0 * h * w
+    code = (lg[0] * _CODE + lg[1]).short()
+    order = torch.argsort(code, stable=True)  # fast on int16
+    counts = torch.bincount(code, minlength=_CODE * _CODE).tolist()  # the host sync
+    order_kept = kept.index_select(0, order)
+    c = c.view(9, n_tri).index_select(1, order_kept).view(3, 3, -1)
+    origin = origin.index_select(1, order)
+    coef = _window_coefficients(c, origin[0], origin[1], perspective_correct)  # (3, 4, n)
+    base = base.index_select(0, order)
+    tri = order_kept + (b0 * nf + f0)
+    first = 0
+    for cd, count in enumerate(counts):
+        if not count:
+            continue
+        kx, ky = min(1 << (cd // _CODE), w), min(1 << (cd % _CODE), h)
+        offsets = _window(kx, ky, w, dev)
+        step = max(1, limits.candidates // (kx * ky))
+        for s0 in range(first, first + count, step):
+            s1 = min(s0 + step, first + count)
+            _zbuffer_windows(
+                zbuf, coef[:, :, s0:s1], base[s0:s1], tri[s0:s1], kx, offsets, perspective_correct, positive
+            )
+        first += count
 
-    start = 0
-    for cd, count in zip(codes, counts):
-        kx, ky = min(1 << (cd // 32), w), min(1 << (cd % 32), h)
-        local, pix_off = _window(kx, ky, w, dev)
-        kk = pix_off.numel()
-        step = max(1, _CHUNK_CANDIDATES // kk)
-        for s0 in range(start, start + count, step):
-            s1 = min(s0 + step, start + count)
-            n = s1 - s0
-            vals = (local @ coef[:, :, s0:s1].reshape(3, -1)).view(kk, 4, n)
-            inside = torch.minimum(torch.minimum(vals[:, 0], vals[:, 1]), vals[:, 2]) >= -_INSIDE_EPS
-            oi, ti = inside.nonzero(as_tuple=True)
-            qv = vals.view(-1).index_select(0, oi * (4 * n) + ti + 3 * n)
-            depth = 1.0 / qv if perspective_correct else qv
-            pix = base[s0:s1].index_select(0, ti) + pix_off.index_select(0, oi)
-            zbuf.scatter_reduce_(0, pix, _depth_key(depth, gid[s0:s1].index_select(0, ti), positive), reduce="amin")
-        start += count
+
+def _windows(
+    lo: Tensor, span: Tensor, keep: Tensor | None, size: Tensor, cap: Tensor, width: int,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The windows of triangles with clipped boxes ``lo`` .. ``lo + span`` (2, n).
+
+    lg = ceil(log2(side)) = the bit length of side - 1 (from the float exponent, exact),
+    capped at the image (``cap``); k = min(2**lg, image side); the origin is moved so
+    that the window lies in the image (it still contains the box). Triangles not in
+    ``keep`` (if given) get 1 x 1 windows. Returns lg, k (2, n) int32, origin (2, n)
+    float and base (n,) long, the pixel row * width + column of each origin.
+    """
+    if keep is not None:
+        span = torch.where(keep, span, 0.0)  # side - 1, integers >= 0
+    lg = torch.minimum((span.view(torch.int32) >> 23).sub_(126).clamp_(min=0), cap)  # 0 for span 0
+    k = torch.minimum(torch.ones_like(lg) << lg, size)
+    origin = torch.minimum(lo, size - k)
+    base = (origin[1] * width + origin[0]).long()
+    return lg, k, origin, base
+
+
+def _zbuffer_flat(
+    zbuf: Tensor, coef: Tensor, keep: Tensor, lg: Tensor, k: Tensor, base: Tensor, tri: Tensor, width: int,
+    budget: int, perspective_correct: bool, positive: bool,
+) -> None:
+    """Z-buffer the windows of all n triangles as one flat list of candidate pixels.
+
+    ``coef`` (3, 4, n) window coefficients, ``keep`` (n,) bool, ``lg`` (2, n) with
+    2**lg >= k, ``k`` (2, n) the window sides kx, ky, ``base`` (n,)
+    flat pixel of each window origin, ``tri`` (n,) flat triangle indices. A window is
+    walked in rows of 2**lgx (columns >= kx masked), so no division is needed; the values
+    and keys are exactly those of :func:`_zbuffer_windows`. One host synchronisation
+    reads the number of candidates (a second one only beyond ``budget`` of them).
+    """
+    n_tri = keep.shape[0]
+    dev = zbuf.device
+    lg, k = lg.long(), k.long()
+    count = torch.where(keep, k[1] << lg[0], 0)
+    end = count.cumsum(0)
+    start = end - count
+    rec = torch.stack([start, lg[0], k[0], base, tri], 1)  # (n, 5) gathered per candidate
+    coef = coef.view(12, n_tri).t().contiguous()  # (n, 12) likewise
+    total = int(end[-1])
+    passes = [(0, n_tri, 0, total)]
+    if total > budget:  # triangles whose first candidate lies in [i, i + 1) * budget go together
+        cut = torch.searchsorted(start, torch.arange(budget, total, budget, device=dev))
+        at = torch.where(cut < n_tri, start.index_select(0, cut.clamp(max=n_tri - 1)), total)
+        t_cut, c_cut = torch.stack([cut, at]).tolist()
+        bounds = list(zip([0, *t_cut, n_tri], [0, *c_cut, total]))
+        passes = [(t0, t1, c0, c1) for (t0, c0), (t1, c1) in itertools.pairwise(bounds) if c1 > c0]
+    for t0, t1, c0, c1 in passes:
+        which = torch.repeat_interleave(count[t0:t1], output_size=c1 - c0) + t0  # (N,) triangle of each candidate
+        r = rec.index_select(0, which)
+        local = torch.arange(c0, c1, device=dev) - r[:, 0]
+        oy = local >> r[:, 1]
+        ox = local - (oy << r[:, 1])
+        valid = ox < r[:, 2]
+        ox *= valid
+        g = coef.index_select(0, which)  # (N, 12): c0 (4), c1 (4), c2 (4)
+        # As in _zbuffer_windows; the float64 step is exact for every row here (for rows
+        # with an exact float32 product it rounds to the same float32).
+        vals = ox.float()[:, None] * g[:, 0:4]
+        vals = torch.addcmul(vals.double(), g[:, 4:8].double(), oy.double()[:, None]).float().add_(g[:, 8:12])
+        inside = torch.minimum(torch.minimum(vals[:, 0], vals[:, 1]), vals[:, 2]) >= -_INSIDE_EPS
+        depth = vals[:, 3].reciprocal() if perspective_correct else vals[:, 3].contiguous()
+        key = _depth_key(depth, r[:, 4], positive).masked_fill_((inside & valid).logical_not_(), _EMPTY)
+        zbuf.scatter_reduce_(0, r[:, 3] + oy * width + ox, key, reduce="amin")
+
+
+def _zbuffer_windows(
+    zbuf: Tensor, coef: Tensor, base: Tensor, tri: Tensor, kx: int, offsets: tuple[Tensor, Tensor, Tensor, Tensor],
+    perspective_correct: bool, positive: bool,
+) -> None:
+    """Z-buffer all kx x ky window pixels of n triangles into ``zbuf``.
+
+    ``coef`` (3, 4, n) window coefficients (:func:`_window_coefficients`), ``base`` (n,)
+    flat pixel of each window origin, ``tri`` (n,) flat triangle indices, ``offsets``
+    from :func:`_window`.
+    """
+    ox, oy, oy64, pix_off = offsets
+    # b0, b1, b2 and q at every window pixel: ox * c0 + oy * c1 + c2, rounded as
+    # fl(fl(fma(oy, c1, fl(ox * c0))) + c2), i.e. like a fused-multiply-add matrix product
+    # (MKL's K = 3 kernel, which earlier versions ran per window shape). In rows
+    # oy = 0, 1, 2 the product oy * c1 is exact in float32, so fused or not is the same;
+    # further rows take the fused step in float64 (the product is exact there; the sum is
+    # rounded to float64, then float32, which differs from one rounding only if the float64
+    # sum falls exactly on a float32 midpoint). Every step is one IEEE operation in its own
+    # torch call, so CPU and CUDA agree bit for bit.
+    vals = coef[0] * ox[:, None, None]  # (kk, 4, n)
+    exact = min(oy.shape[0], 3 * kx)
+    vals[:exact].addcmul_(coef[1], oy[:exact, None, None])
+    if exact < oy.shape[0]:
+        vals[exact:] = torch.addcmul(vals[exact:].double(), coef[1].double(), oy64[exact:, None, None])
+    vals += coef[2]
+    inside = torch.minimum(torch.minimum(vals[:, 0], vals[:, 1]), vals[:, 2]) >= -_INSIDE_EPS  # (kk, n)
+    if oy.shape[0] >= _COMPACT_FROM:  # big windows, mostly outside their triangle: keys of the covered only
+        oi, ti = inside.nonzero(as_tuple=True)
+        n = vals.shape[2]
+        q = vals.view(-1).index_select(0, oi * (4 * n) + ti + 3 * n)
+        key = _depth_key(q.reciprocal_() if perspective_correct else q, tri.index_select(0, ti), positive)
+        zbuf.scatter_reduce_(0, base.index_select(0, ti) + pix_off.index_select(0, oi), key, reduce="amin")
+        return
+    depth = vals[:, 3].reciprocal_() if perspective_correct else vals[:, 3]
+    key = _depth_key(depth, tri, positive).masked_fill_(inside.logical_not_(), _EMPTY)
+    zbuf.scatter_reduce_(0, (base + pix_off[:, None]).view(-1), key.view(-1), reduce="amin")
 
 
 def _barycentrics(
     soa: Tensor, faces_t: Tensor, nv: int, pix: Tensor, tri_flat: Tensor, image_size: tuple[int, int],
-    perspective_correct: bool,
+    perspective_correct: bool, image: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Differentiable barycentrics of pixel centres in their winning triangles.
 
     ``soa`` (3 xyz, B*V) screen vertices, ``faces_t`` (3, F); ``pix`` (N,) flat pixel
-    indices b * H * W + row * W + col, ``tri_flat`` (N,) flat triangle indices b * F + f.
-    Returns (bary (N, 3), depth (N,), f (N,)).
+    indices b * H * W + row * W + col, ``tri_flat`` (N,) flat triangle indices b * F + f;
+    ``image`` (N,) the b of each pixel if known. Returns (bary (N, 3), depth (N,), f (N,)).
     """
     h, w = image_size
     nf = faces_t.shape[1]
-    if soa.shape[1] == nv:  # a single image: skip the integer divisions
+    if image is None and soa.shape[1] == nv:  # a single image: skip the integer divisions
         f, rem = tri_flat, pix
         vid = faces_t.index_select(1, f)  # (3 corners, N)
     else:
-        b = pix // (h * w)
+        b = pix // (h * w) if image is None else image
         f = tri_flat - b * nf
         rem = pix - b * (h * w)
         vid = faces_t.index_select(1, f) + b * nv
@@ -305,7 +471,12 @@ def rasterize(
     bsz = screen.shape[0]
     zbuf = _visibility(screen, faces, (h, w), perspective_correct, cull_backfaces, znear)
     mask = zbuf != _EMPTY
-    pix = mask.nonzero().squeeze(1)
+    limits = _chunk_limits(screen.device)
+    if limits.few_calls:  # the covered pixels with their image: the same calls for any batch
+        image, rem = mask.view(bsz, h * w).nonzero().t()
+        pix = image * (h * w) + rem
+    else:  # on the CPU the image index is worked out per chunk (small temporaries)
+        image, pix = None, mask.nonzero().squeeze(1)
     tri_flat = zbuf.index_select(0, pix) & _TRI_MASK
     n_pix = bsz * h * w
     bary = screen.new_zeros(n_pix, 3)
@@ -313,11 +484,12 @@ def rasterize(
     tri_id = torch.full_like(zbuf, -1)
     soa = screen.reshape(-1, 3).t().contiguous()  # (xyz, B*V), differentiable
     faces_t = faces.t().contiguous()
-    chunk = _PIX_CHUNK if screen.device.type == "cpu" else max(1, pix.numel())
+    chunk = limits.pixels
     for i in range(0, pix.numel(), chunk):
         p = pix[i : i + chunk]
         b_fg, d_fg, f_fg = _barycentrics(
-            soa, faces_t, screen.shape[1], p, tri_flat[i : i + chunk], (h, w), perspective_correct
+            soa, faces_t, screen.shape[1], p, tri_flat[i : i + chunk], (h, w), perspective_correct,
+            None if image is None else image[i : i + chunk],
         )
         bary.index_copy_(0, p, b_fg)
         depth.index_copy_(0, p, d_fg)
