@@ -157,3 +157,37 @@ def test_decompression_bomb_is_refused(tmp_path):
     _png_header_only(tmp_path / "bomb.png", 20000, 20000)  # 400 Mpx in a 57-byte file
     reason = _reject(tmp_path / "bomb.png")
     assert reason.startswith("image too large: 400 Mpx exceeds Pillow's decompression-bomb limit")
+
+
+def test_photo_sizes_from_the_header_are_the_decoded_ones(tmp_path, monkeypatch):
+    """photo_hw reads a PNG's or JPEG's size without decoding it, turned per its EXIF orientation, and
+    decodes whatever it cannot be sure of (a PNG with EXIF, a GIF): always load_image's (h, w)."""
+    from PIL import Image, PngImagePlugin
+
+    from facedet3d.data import images
+
+    pixels = Image.fromarray(np.random.default_rng(0).integers(0, 256, (80, 120, 3), dtype=np.uint8))
+    rotated = Image.Exif()
+    rotated[0x0112] = 6  # rotated 90° clockwise: the upright photo is 120 high, 80 wide
+    text = PngImagePlugin.PngInfo()
+    text.add_text("Software", "a test")
+    xmp = PngImagePlugin.PngInfo()
+    xmp.add_itxt("XML:com.adobe.xmp", '<x:xmpmeta><rdf:Description tiff:Orientation="8"/></x:xmpmeta>')
+    files = {"plain.png": {}, "text.png": {"pnginfo": text}, "plain.jpg": {}, "rotated.jpg": {"exif": rotated},
+             "rotated.png": {"exif": rotated}, "xmp.png": {"pnginfo": xmp}, "plain.gif": {}}
+    decoded = {}
+    for name, options in files.items():
+        pixels.save(tmp_path / name, **options)
+        decoded[name] = images.load_image(tmp_path / name).rgb.shape[:2]
+        assert images.photo_hw(tmp_path / name) == decoded[name], name
+    assert decoded["rotated.jpg"] == decoded["rotated.png"] == (120, 80) and decoded["plain.png"] == (80, 120)
+
+    def no_decoding(path, *args, **kwargs):
+        raise AssertionError(f"{path} decoded")
+
+    monkeypatch.setattr(images, "load_image", no_decoding)
+    for name in ("plain.png", "text.png", "plain.jpg", "rotated.jpg"):
+        assert images.photo_hw(tmp_path / name) == decoded[name], name  # from the header alone
+    for name in ("rotated.png", "xmp.png", "plain.gif"):
+        with pytest.raises(AssertionError, match="decoded"):
+            images.photo_hw(tmp_path / name)

@@ -1,6 +1,7 @@
 """The rendering network R: shapes, each loss on a hand-made case (AugW's I* is I_x when the fake map
 is the real one; DSL only over the skin), the perceptual networks, a real optimisation step, resume
-equality, and the held-out metrics on hand-made images."""
+equality, the held-out metrics on hand-made images, and a streamed training split (the tiny run's)
+giving the batches of the split in memory."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from facedet3d.renderer.geometry import FaceGeometry, View
 from facedet3d.renderer.model import Renderer, RendererConfig, condition
 from facedet3d.renderer.perceptual import feature_net, perceptual_loss, vgg16_features
 from facedet3d.renderer.stage import build, make_phases
+from facedet3d.train.distributed import World
 from facedet3d.train.loop import run_step, training_loop
 
 S = 32
@@ -228,3 +230,62 @@ def test_the_comparison_says_when_intervals_are_apart():
     rows = compare(metrics(0.6), metrics(0.2))
     assert rows["detail_fidelity / yaw_+0"]["intervals_apart"] and rows["detail_fidelity / yaw_+0"]["difference"] == 0.4
     assert not rows["rerender / psnr"]["intervals_apart"]
+
+
+@pytest.fixture(scope="module")
+def tiny_train(tiny_run):
+    """The tiny run's training split at its train_renderer sizes: (in memory, streamed)."""
+    from facedet3d.config import load_config, merge, validate
+    from facedet3d.paths import Results
+    from facedet3d.renderer.data import load_faces
+    from facedet3d.renderer.stage import fitted_model, settings
+    from tests.conftest import REPO
+
+    _, results = tiny_run
+    config = validate(merge(load_config([REPO / "config.yaml", REPO / "tests" / "configs" / "tiny.yaml"]),
+                            {"results_dir": str(results)}))
+    s, paths = settings(config), Results.of(config)
+    geometry = FaceGeometry(fitted_model(config))
+    return tuple(load_faces(paths, "train", geometry, s["size"], s["texture_size"], stream=stream)
+                 for stream in (False, True))
+
+
+def test_a_streamed_training_split_gives_the_batches_of_the_split_in_memory(tiny_train):
+    """The crops, textures and maps of a streamed split (cut and read per batch) are the tensors the
+    split in memory has, for any integer index; the batches are identical, step by step, and the
+    ranks' rows of a streamed batch are the rows of the single-process batch."""
+    from facedet3d.detp.data import ShardMaps
+    from facedet3d.renderer.data import PhotoCrops, ShardTextures
+
+    memory, streamed = tiny_train
+    n = len(memory)
+    assert n == len(streamed) >= 4
+    assert isinstance(streamed.image, PhotoCrops) and isinstance(streamed.texture, ShardTextures)
+    assert isinstance(streamed.detail, ShardMaps)
+    for key in ("image", "texture", "detail"):
+        assert tuple(getattr(streamed, key).shape) == tuple(getattr(memory, key).shape), key
+    for key in ("shape", "expr", "albedo", "pose", "translation", "focal", "principal", "sh", "aus"):
+        assert torch.equal(getattr(streamed, key), getattr(memory, key)), key  # the crop camera too
+    for key in ("identity", "ids", "kind"):
+        assert np.array_equal(getattr(streamed, key), getattr(memory, key)), key
+    order = np.random.default_rng(0).permutation(n)
+    for index in (0, n - 1, -1, order, order[:4].reshape(2, 2), np.array([1, 1, 0, 1]), torch.tensor([[2], [0]]),
+                  np.zeros(0, np.int64)):
+        for key in ("image", "texture", "detail"):
+            a, b = getattr(streamed, key)[index], getattr(memory, key)[index]
+            assert a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b), (key, index)
+    with pytest.raises(IndexError):
+        streamed.image[np.array([n])]
+    with pytest.raises(TypeError):
+        streamed.texture[np.array([0.5])]
+    mem_fn, stream_fn = make_batch_fn(memory, 4, seed=7), make_batch_fn(streamed, 4, seed=7)
+    for step in range(3):
+        a, b = mem_fn(step), stream_fn(step)
+        assert a.keys() == b.keys()
+        for key in a:
+            assert a[key].dtype == b[key].dtype and torch.equal(a[key], b[key]), (step, key)
+        halves = [stream_fn(step, World(rank, 2)) for rank in range(2)]
+        whole = stream_fn(step, World(0, 1))
+        for key in whole:
+            assert torch.equal(torch.cat([h[key] for h in halves]), whole[key]), (step, key)
+            assert torch.equal(whole[key], a[key]), (step, key)

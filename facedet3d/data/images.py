@@ -29,6 +29,7 @@ What is rejected (:class:`BadImageError`):
 from __future__ import annotations
 
 import re
+import struct
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -360,3 +361,56 @@ def _text_kind(path: Path) -> str | None:
     if start.startswith(("{", "[")):
         return "text file (JSON?)"
     return "text file"
+
+
+_PNG = b"\x89PNG\r\n\x1a\n"
+_PNG_TEXT = (b"tEXt", b"zTXt", b"iTXt")
+_PNG_EXIF_KEYS = (b"Raw profile type exif", b"XML:com.adobe.xmp")  # text chunks Pillow reads an orientation from
+
+
+def _png_unrotated(path: str) -> bool:
+    """True when the PNG at ``path`` has no chunk Pillow takes an EXIF orientation from (eXIf, or a
+    raw-EXIF / XMP text chunk): its pixels are decoded as stored. Only chunk headers are read."""
+    with open(path, "rb") as f:
+        if f.read(8) != _PNG:
+            return False
+        while True:
+            head = f.read(8)
+            if len(head) < 8:
+                return False
+            length, kind = struct.unpack(">I4s", head)
+            if kind == b"IEND":
+                return True
+            if kind == b"eXIf":
+                return False
+            if kind in _PNG_TEXT:
+                key = f.read(min(length, 80)).split(b"\0", 1)[0]
+                if key in _PNG_EXIF_KEYS:
+                    return False
+                f.seek(length - min(length, 80) + 4, 1)
+            else:
+                f.seek(length + 4, 1)
+
+
+def photo_hw(path: str | Path) -> tuple[int, int]:
+    """(h, w) of ``load_image(path).rgb`` read from the file's header where that is certain (a PNG without
+    EXIF or XMP chunks, a JPEG: Pillow's size turned per its EXIF orientation), the sides inside
+    load_image's bounds (no downscale, not too small); otherwise the photo is decoded."""
+    known = False
+    try:
+        with Image.open(path, formats=FORMATS) as img:
+            w, h = img.size
+            orientation = 1
+            if img.format == "PNG":
+                known = _png_unrotated(str(path))
+            elif img.format == "JPEG":
+                known = True
+                try:
+                    orientation = img.getexif().get(0x0112)
+                except Exception:  # noqa: BLE001 - load_image ignores an unreadable EXIF block too
+                    orientation = 1
+    except Exception:  # noqa: BLE001 - load_image says what is wrong with the file
+        known = False
+    if not known or not (MIN_SIDE <= min(w, h) and max(w, h) <= MAX_SIDE):
+        return load_image(path).rgb.shape[:2]
+    return (w, h) if orientation in (5, 6, 7, 8) else (h, w)  # EXIF 5-8 turn the photo a quarter

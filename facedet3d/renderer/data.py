@@ -5,8 +5,14 @@ camera, and the square around it (``CROP_MARGIN`` added) is cut from the photo a
 renderer's ``size``². The crop's camera (focal and principal point scaled and shifted) is what
 every rasterization of that image uses, so a render and its photo line up pixel for pixel.
 
-The demo's splits are small (a few hundred images): they are read once and kept in memory
-(images and texture maps as uint8). Streaming at FFHQ scale is the loaders' job, not this one's.
+A split's small per-image vectors (fitted parameters, crop camera, crop box, identity) are read
+once and held in memory. Its maps and crops need not be: ``load_faces(..., stream=True)`` (what
+``train_renderer`` does with its training split) leaves them where they are and reads them on
+indexing, ``faces.image[idx]`` decoding and cutting the batch's photos (:class:`PhotoCrops`),
+``faces.texture[idx]`` / ``faces.detail[idx]`` reading the batch's rows from the DetP shards
+(sorted, :class:`ShardTextures`, :class:`~facedet3d.detp.data.ShardMaps`), so memory does not grow
+with the split's maps (FFHQ: 70k photos). They give exactly the tensors the split in memory has.
+The held-out split (test) is loaded into memory: evaluation and the samples index it whole.
 """
 
 from __future__ import annotations
@@ -17,9 +23,10 @@ import cv2
 import numpy as np
 import torch
 
-from facedet3d.data.images import load_image
+from facedet3d.data.images import load_image, photo_hw
 from facedet3d.data.manifest import read_manifest, resolve_path
 from facedet3d.data.uvmaps import area_downsample
+from facedet3d.detp.data import ShardMaps
 from facedet3d.errors import UserError
 from facedet3d.paths import Results
 from facedet3d.render.camera import Camera, place_face
@@ -28,9 +35,82 @@ from facedet3d.shards.loaders import DetPDataset, PersonPairs
 from facedet3d.train.distributed import SINGLE, World, rank_rows
 
 CROP_MARGIN = 0.08  # added on every side of the projected mesh's bounding square
-_FIELDS = ("texture", "texture_mask", "detail", "shape", "expr", "albedo", "pose", "translation", "focal",
-           "sh", "aus", "identity", "id", "kind")
+_MAPS = ("texture", "texture_mask", "detail")
+_FIELDS = (*_MAPS, "shape", "expr", "albedo", "pose", "translation", "focal", "sh", "aus", "identity", "id", "kind")
 VECTORS = ("shape", "expr", "albedo", "pose", "translation", "focal", "principal", "sh", "aus")
+
+
+def _indices(index, n: int) -> np.ndarray:
+    """Integer indices (int, array, tensor of any shape; a slice) as an int64 array, negatives counted
+    from the end; IndexError out of range."""
+    if isinstance(index, slice):
+        return np.arange(n)[index]
+    idx = np.asarray(index.cpu() if isinstance(index, torch.Tensor) else index)
+    if not np.issubdtype(idx.dtype, np.integer):
+        raise TypeError(f"a streamed split takes integer indices, not {idx.dtype}")
+    idx = idx.astype(np.int64)
+    if idx.size and (idx.min() < -n or idx.max() >= n):
+        raise IndexError(f"index out of range for {n} images")
+    return np.where(idx < 0, idx + n, idx)
+
+
+class _Lazy:
+    """Rows of a split read on indexing: ``self[idx]`` is a tensor (*idx.shape, *row), each distinct
+    row read once, in ascending order (repeats are copied)."""
+
+    def __init__(self, n: int, row: tuple[int, ...]):
+        self.n, self.row = int(n), tuple(row)
+
+    def __len__(self) -> int:
+        return self.n
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.n, *self.row)
+
+    def rows(self, unique: np.ndarray) -> torch.Tensor:
+        """Rows ``unique`` (ascending, distinct) as one contiguous tensor (len(unique), *row)."""
+        raise NotImplementedError
+
+    def __getitem__(self, index) -> torch.Tensor:
+        idx = _indices(index, self.n)
+        unique, inverse = np.unique(idx.reshape(-1), return_inverse=True)
+        out = self.rows(unique)
+        if len(unique) != idx.size or not np.array_equal(unique, idx.reshape(-1)):
+            out = out[torch.from_numpy(inverse.reshape(-1))]
+        return out.reshape(*idx.shape, *self.row)
+
+
+class PhotoCrops(_Lazy):
+    """A split's face crops, cut from the photos on indexing: ``crops[idx]`` (N..., 3, size, size)
+    uint8, each photo decoded (:func:`load_image`) and cut to its ``box`` (:func:`cut`) as the
+    split in memory does."""
+
+    def __init__(self, photos: list[str], boxes: np.ndarray, size: int):
+        super().__init__(len(photos), (3, size, size))
+        self.photos, self.boxes, self.size = photos, np.asarray(boxes, np.int64).reshape(-1, 3), int(size)
+
+    def rows(self, unique: np.ndarray) -> torch.Tensor:
+        out = np.empty((len(unique), self.size, self.size, 3), np.uint8)
+        for j, i in enumerate(unique.tolist()):
+            out[j] = cut(load_image(self.photos[i]).rgb, tuple(int(v) for v in self.boxes[i]), self.size)
+        return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+
+
+class ShardTextures(_Lazy):
+    """A split's texture maps left in the DetP shards: ``textures[idx]`` (N..., 4, size, size) uint8,
+    T(I_x) and its mask · 255 read per batch (:meth:`DetPDataset.read_rows`, sorted) and area-
+    downsampled to ``size`` (:func:`_textures`, as the split in memory)."""
+
+    def __init__(self, dataset: DetPDataset, size: int):
+        super().__init__(len(dataset), (4, size, size))
+        self.dataset, self.size = dataset, int(size)
+        if len(dataset):
+            self[0]  # a size that does not divide the shards' maps fails here, like the in-memory load
+
+    def rows(self, unique: np.ndarray) -> torch.Tensor:
+        return _textures(self.dataset.read_rows("texture", unique), self.dataset.read_rows("texture_mask", unique),
+                         self.size)
 
 
 @dataclass
@@ -38,14 +118,16 @@ class Faces(PersonPairs):
     """Every image of one split at the renderer's sizes.
 
     image (N, 3, S, S) uint8 sRGB crops; texture (N, 4, T, T) uint8 (T(I_x) and its mask · 255);
-    detail (N, 1, M, M) float32 extracted D(I_x) in mm (M: the shards' detp_size); the fitted
-    vectors shape, expr, albedo (γ), pose, translation, sh (l), aus (x), and the crop camera
+    detail (N, 1, M, M) float32 extracted D(I_x) in mm (M: the shards' detp_size): tensors, or
+    for a streamed split objects indexed like them (:class:`PhotoCrops`, :class:`ShardTextures`,
+    :class:`~facedet3d.detp.data.ShardMaps`: ``faces.image[idx]`` with integer indices); the
+    fitted vectors shape, expr, albedo (γ), pose, translation, sh (l), aus (x), and the crop camera
     (focal (N,), principal (N, 2)); identity, ids, kind (N,) str.
     """
 
-    image: torch.Tensor
-    texture: torch.Tensor
-    detail: torch.Tensor
+    image: torch.Tensor | PhotoCrops
+    texture: torch.Tensor | ShardTextures
+    detail: torch.Tensor | ShardMaps
     shape: torch.Tensor
     expr: torch.Tensor
     albedo: torch.Tensor
@@ -105,44 +187,75 @@ def crop_camera(focal: float, image_hw, box, size: int) -> tuple[float, tuple[fl
     return focal * k, ((w / 2.0 - x0) * k, (h / 2.0 - y0) * k)
 
 
-def load_faces(paths: Results, split: str, geometry: FaceGeometry, size: int, texture_size: int) -> Faces:
-    """One split of the DetP shards with each image's crop from the manifest's photo."""
+def _textures(texture: np.ndarray, mask: np.ndarray, size: int) -> torch.Tensor:
+    """The shards' (N, T0, T0, 3) uint8 textures and (N, T0, T0) masks -> (N, 4, size, size) uint8 (area
+    average, rounded)."""
+    texture = np.concatenate([texture, mask[..., None].astype(np.uint8) * 255], -1)
+    return area_downsample(torch.from_numpy(np.ascontiguousarray(texture.transpose(0, 3, 1, 2))), size,
+                           "train_renderer.texture_size", "the shards' texture_size").round().to(torch.uint8)
+
+
+def load_faces(paths: Results, split: str, geometry: FaceGeometry, size: int, texture_size: int,
+               stream: bool = False) -> Faces:
+    """One split of the DetP shards with each image's crop from the manifest's photo.
+
+    ``stream``: the crops, textures and detail maps stay in the photos and the shards and are read on
+    indexing (:class:`PhotoCrops`, :class:`ShardTextures`, :class:`~facedet3d.detp.data.ShardMaps`);
+    only the vectors and crop boxes are held (each photo's size is read from its header where that
+    gives load_image's exactly, :func:`photo_hw`). The same tensors either way."""
     ds = DetPDataset(paths.shard_index, split)
     try:
         missing = [k for k in _FIELDS if k not in ds.fields]
         if missing:
             raise UserError(f"the DetP shards of {paths.shard_index} lack {', '.join(missing)}; rebuild them with "
                             "`facedet3d shards`")
-        cols = {k: ds.read(k) for k in _FIELDS}
-    finally:
+        cols = {k: ds.read(k) for k in _FIELDS if not (stream and k in _MAPS)}
+        rows = {r["id"]: r for r in read_manifest(paths.manifest)}
+        vec = {k: torch.from_numpy(np.asarray(cols[k], np.float32)) for k in
+               ("shape", "expr", "albedo", "pose", "translation", "focal", "sh", "aus")}
+        images, photos, boxes, focal, principal = [], [], [], [], []
+        for i, image_id in enumerate(cols["id"]):
+            row = rows.get(str(image_id))
+            if row is None:
+                raise UserError(f"image {image_id} of the shards is not in {paths.manifest}: the shards belong to "
+                                "another run; rebuild them with `facedet3d shards`")
+            path = resolve_path(paths.manifest.parent, row)
+            if stream:
+                hw = photo_hw(path)
+            else:
+                photo = load_image(path).rgb
+                hw = photo.shape[:2]
+            box = crop_box(geometry, vec["shape"][i], vec["expr"][i], vec["pose"][i], vec["translation"][i],
+                           float(vec["focal"][i]), hw)
+            if stream:
+                photos.append(str(path))
+                boxes.append(box)
+            else:
+                images.append(cut(photo, box, size))
+            f, c = crop_camera(float(vec["focal"][i]), hw, box, size)
+            focal.append(f)
+            principal.append(c)
+        del rows
+        if stream:
+            detail_side = ds.read_rows("detail", np.zeros(0, np.int64)).shape[-1]  # the shards' detp_size
+            maps = {"image": PhotoCrops(photos, np.array(boxes, np.int64).reshape(-1, 3), size),
+                    "texture": ShardTextures(ds, texture_size), "detail": ShardMaps(ds, "detail", detail_side)}
+        else:
+            maps = {"image": torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(),
+                    "texture": _textures(cols["texture"], cols["texture_mask"], texture_size),
+                    "detail": torch.from_numpy(cols["detail"].astype(np.float32))[:, None]}
+        return Faces(
+            **maps, focal=torch.tensor(focal, dtype=torch.float32),
+            principal=torch.tensor(principal, dtype=torch.float32),
+            identity=cols["identity"], ids=cols["id"], kind=cols["kind"], size=size,
+            **{k: vec[k] for k in ("shape", "expr", "albedo", "pose", "translation", "sh", "aus")},
+        )
+    except BaseException:
         ds.close()
-    rows = {r["id"]: r for r in read_manifest(paths.manifest)}
-    vec = {k: torch.from_numpy(np.asarray(cols[k], np.float32)) for k in
-           ("shape", "expr", "albedo", "pose", "translation", "focal", "sh", "aus")}
-    images, focal, principal = [], [], []
-    for i, image_id in enumerate(cols["id"]):
-        row = rows.get(str(image_id))
-        if row is None:
-            raise UserError(f"image {image_id} of the shards is not in {paths.manifest}: the shards belong to "
-                            "another run; rebuild them with `facedet3d shards`")
-        photo = load_image(resolve_path(paths.manifest.parent, row)).rgb
-        hw = photo.shape[:2]
-        box = crop_box(geometry, vec["shape"][i], vec["expr"][i], vec["pose"][i], vec["translation"][i],
-                       float(vec["focal"][i]), hw)
-        images.append(cut(photo, box, size))
-        f, c = crop_camera(float(vec["focal"][i]), hw, box, size)
-        focal.append(f)
-        principal.append(c)
-    texture = np.concatenate([cols["texture"], cols["texture_mask"][..., None].astype(np.uint8) * 255], -1)
-    return Faces(
-        image=torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(),
-        texture=area_downsample(torch.from_numpy(np.ascontiguousarray(texture.transpose(0, 3, 1, 2))), texture_size,
-                                "train_renderer.texture_size", "the shards' texture_size").round().to(torch.uint8),
-        detail=torch.from_numpy(cols["detail"].astype(np.float32))[:, None],
-        focal=torch.tensor(focal, dtype=torch.float32), principal=torch.tensor(principal, dtype=torch.float32),
-        identity=cols["identity"], ids=cols["id"], kind=cols["kind"], size=size,
-        **{k: vec[k] for k in ("shape", "expr", "albedo", "pose", "translation", "sh", "aus")},
-    )
+        raise
+    finally:
+        if not stream:
+            ds.close()
 
 
 def as_float(images: torch.Tensor) -> torch.Tensor:

@@ -155,7 +155,7 @@ def run(config: dict, stage: str = STAGE) -> dict:
     torch.set_num_threads(s["threads"])
     model = fitted_model(config)
     geometry = FaceGeometry(model, device)
-    train = load_faces(paths, "train", geometry, s["size"], s["texture_size"])
+    train = load_faces(paths, "train", geometry, s["size"], s["texture_size"], stream=True)
     cfg = renderer_config(s, model.num_albedo)
     nets = {k: v.to(device) for k, v in build(cfg).items()}
     pcpt = feature_net(s["perceptual"], s["perceptual_weights"]) if s["weights"]["pcpt"] > 0 else None
