@@ -153,6 +153,8 @@ def average_values(values: dict[str, float], world: World) -> dict[str, float]:
     if world.size == 1 or not values:
         return values
     keys = sorted(values)
-    flat = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
+    # nccl reduces only CUDA tensors (join() has set this process's GPU); gloo CPU ones.
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+    flat = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
     dist.all_reduce(flat)
     return {k: float(v) / world.size for k, v in zip(keys, flat.tolist())}
