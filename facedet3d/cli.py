@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 
-from facedet3d.config import ConfigError, load_config
+from facedet3d.config import TRAINING_STAGES, ConfigError, load_config, training_settings
 from facedet3d.errors import UserError
 from facedet3d.stages import STAGES
 
@@ -39,7 +39,8 @@ def _run_stage(args: argparse.Namespace) -> None:
         module.merge(config)
     elif getattr(args, "figure", False):
         module.figure(config)
-    elif hasattr(module, "devices") and _launch(stage.command, args.config, module.devices(config)):
+    elif stage.name in TRAINING_STAGES and _launch(stage.command, args.config,
+                                                   training_settings(config, stage.name)["devices"]):
         return  # the stage ran as several processes under torchrun
     else:
         module.run(config)

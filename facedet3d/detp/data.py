@@ -20,7 +20,7 @@ import torch
 from facedet3d.data.uvmaps import area_downsample
 from facedet3d.detp.metrics import face_region
 from facedet3d.errors import UserError
-from facedet3d.shards.loaders import DetPDataset, PersonPairs
+from facedet3d.shards.loaders import DetPDataset, LazyRows, PersonPairs
 from facedet3d.train.distributed import SINGLE, World, rank_rows
 
 VECTOR_FIELDS = ("aus", "expr", "shape", "facenet")
@@ -34,35 +34,20 @@ def _resize(maps: np.ndarray, size: int) -> torch.Tensor:
     return area_downsample(x, size, "train_detp.size", "the shards' detp_size")
 
 
-class ShardMaps:
+class ShardMaps(LazyRows):
     """One map field of a split (``detail`` or ``gt_detail``), left in the shards and read on
-    indexing: ``maps[idx]`` (integer indices of any shape: int, array, tensor) is a float32 mm
-    tensor (*idx.shape, 1, size, size), the values the split in memory has. The rows are read
-    sorted per shard, each once (repeats are copied), and area-downsampled to ``size``."""
+    indexing: ``maps[idx]`` is a float32 mm tensor (*idx.shape, 1, size, size), the values the
+    split in memory has. The rows are read sorted per shard, each once, and area-downsampled to
+    ``size``."""
 
     def __init__(self, dataset: DetPDataset, field: str, size: int):
+        super().__init__(len(dataset), (1, size, size))
         self.dataset, self.field, self.size = dataset, field, int(size)
         if len(dataset):
             self[0]  # a size that does not divide the shards' maps fails here, like the in-memory load
 
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    @property
-    def shape(self) -> tuple[int, int, int, int]:
-        return (len(self), 1, self.size, self.size)
-
-    def __getitem__(self, index) -> torch.Tensor:
-        idx = np.asarray(index.cpu() if isinstance(index, torch.Tensor) else index)
-        if not np.issubdtype(idx.dtype, np.integer):
-            raise TypeError(f"ShardMaps takes integer indices, not {idx.dtype}")
-        flat = idx.reshape(-1)
-        unique, inverse = np.unique(flat, return_inverse=True)
-        if len(unique) == len(flat):  # no repeats: read straight in the order asked
-            maps = _resize(self.dataset.read_rows(self.field, flat), self.size)
-        else:
-            maps = _resize(self.dataset.read_rows(self.field, unique), self.size)[torch.from_numpy(inverse.reshape(-1))]
-        return maps.reshape(*idx.shape, 1, self.size, self.size)
+    def rows(self, unique: np.ndarray) -> torch.Tensor:
+        return _resize(self.dataset.read_rows(self.field, unique), self.size)
 
     def blocks(self, rows: int = _BLOCK):
         """The whole split in order, ``rows`` maps at a time."""
@@ -115,7 +100,7 @@ def load_split(index_path, split: str, size: int, stream: bool = False) -> Split
         else:
             maps = {"detail": _resize(ds.read("detail"), size),
                     "truth": _resize(ds.read("gt_detail"), size) if "gt_detail" in fields else None}
-        return Split(
+        split = Split(
             **maps,
             age=torch.from_numpy(age.astype(np.float32)),
             identity=ds.read("identity"), ids=ds.read("id"), kind=ds.read("kind"),
@@ -125,9 +110,9 @@ def load_split(index_path, split: str, size: int, stream: bool = False) -> Split
     except BaseException:
         ds.close()
         raise
-    finally:
-        if not stream:
-            ds.close()
+    if not stream:  # everything was read; a streamed split keeps its files open
+        ds.close()
+    return split
 
 
 def region_and_scale(maps: Maps) -> tuple[torch.Tensor, float]:

@@ -115,11 +115,6 @@ def detp_config(s: dict, train: Split, scale: float) -> DetPConfig:
                       n_expr=train.expr.shape[1], n_shape=train.shape.shape[1], detail_scale=scale)
 
 
-def devices(config: dict) -> int:
-    """Processes the stage trains on (above 1: data-parallel under torchrun)."""
-    return int(config[STAGE]["devices"])
-
-
 def run(config: dict) -> dict:
     """Train, then measure on the test split; returns the summary (also written to summary.json).
 

@@ -209,11 +209,6 @@ def draw_samples(path: Path, lr: torch.Tensor, hr: torch.Tensor, preds: dict, n:
     return save_png(path, image_grid(rows, cell, col_labels=["LR (nearest)", "bicubic", "RCAN", "HR"]))
 
 
-def devices(config: dict) -> int:
-    """Processes the stage trains on (above 1: data-parallel under torchrun)."""
-    return int(config[STAGE]["devices"])
-
-
 def run(config: dict) -> dict:
     """Train RCAN on the train split's patch pairs, measure it on the test split; returns the summary.
 

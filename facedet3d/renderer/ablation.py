@@ -15,7 +15,6 @@ from facedet3d.atomic import write_json_atomic, write_text_atomic
 from facedet3d.errors import UserError
 from facedet3d.paths import Results
 from facedet3d.renderer.stage import ABLATION, STAGE
-from facedet3d.renderer.stage import devices as stage_devices
 from facedet3d.renderer.stage import run as run_stage
 
 
@@ -54,11 +53,6 @@ def comparison_md(rows: dict, switches: dict) -> str:
         lines.append(f"| {key} | {fmt(r['full'])} | {fmt(r['ablation'])} | {r['difference']:+.4f} | "
                      f"{'yes' if r['intervals_apart'] else 'no'} |")
     return "\n".join(lines) + "\n"
-
-
-def devices(config: dict) -> int:
-    """Processes the ablation trains on (train_renderer's, unless its own section sets them)."""
-    return stage_devices(config, ABLATION)
 
 
 def run(config: dict) -> dict:

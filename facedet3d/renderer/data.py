@@ -31,7 +31,7 @@ from facedet3d.errors import UserError
 from facedet3d.paths import Results
 from facedet3d.render.camera import Camera, place_face
 from facedet3d.renderer.geometry import FaceGeometry, View
-from facedet3d.shards.loaders import DetPDataset, PersonPairs
+from facedet3d.shards.loaders import DetPDataset, LazyRows, PersonPairs
 from facedet3d.train.distributed import SINGLE, World, rank_rows
 
 CROP_MARGIN = 0.08  # added on every side of the projected mesh's bounding square
@@ -40,48 +40,7 @@ _FIELDS = (*_MAPS, "shape", "expr", "albedo", "pose", "translation", "focal", "s
 VECTORS = ("shape", "expr", "albedo", "pose", "translation", "focal", "principal", "sh", "aus")
 
 
-def _indices(index, n: int) -> np.ndarray:
-    """Integer indices (int, array, tensor of any shape; a slice) as an int64 array, negatives counted
-    from the end; IndexError out of range."""
-    if isinstance(index, slice):
-        return np.arange(n)[index]
-    idx = np.asarray(index.cpu() if isinstance(index, torch.Tensor) else index)
-    if not np.issubdtype(idx.dtype, np.integer):
-        raise TypeError(f"a streamed split takes integer indices, not {idx.dtype}")
-    idx = idx.astype(np.int64)
-    if idx.size and (idx.min() < -n or idx.max() >= n):
-        raise IndexError(f"index out of range for {n} images")
-    return np.where(idx < 0, idx + n, idx)
-
-
-class _Lazy:
-    """Rows of a split read on indexing: ``self[idx]`` is a tensor (*idx.shape, *row), each distinct
-    row read once, in ascending order (repeats are copied)."""
-
-    def __init__(self, n: int, row: tuple[int, ...]):
-        self.n, self.row = int(n), tuple(row)
-
-    def __len__(self) -> int:
-        return self.n
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return (self.n, *self.row)
-
-    def rows(self, unique: np.ndarray) -> torch.Tensor:
-        """Rows ``unique`` (ascending, distinct) as one contiguous tensor (len(unique), *row)."""
-        raise NotImplementedError
-
-    def __getitem__(self, index) -> torch.Tensor:
-        idx = _indices(index, self.n)
-        unique, inverse = np.unique(idx.reshape(-1), return_inverse=True)
-        out = self.rows(unique)
-        if len(unique) != idx.size or not np.array_equal(unique, idx.reshape(-1)):
-            out = out[torch.from_numpy(inverse.reshape(-1))]
-        return out.reshape(*idx.shape, *self.row)
-
-
-class PhotoCrops(_Lazy):
+class PhotoCrops(LazyRows):
     """A split's face crops, cut from the photos on indexing: ``crops[idx]`` (N..., 3, size, size)
     uint8, each photo decoded (:func:`load_image`) and cut to its ``box`` (:func:`cut`) as the
     split in memory does."""
@@ -97,7 +56,7 @@ class PhotoCrops(_Lazy):
         return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
 
 
-class ShardTextures(_Lazy):
+class ShardTextures(LazyRows):
     """A split's texture maps left in the DetP shards: ``textures[idx]`` (N..., 4, size, size) uint8,
     T(I_x) and its mask · 255 read per batch (:meth:`DetPDataset.read_rows`, sorted) and area-
     downsampled to ``size`` (:func:`_textures`, as the split in memory)."""
@@ -237,14 +196,14 @@ def load_faces(paths: Results, split: str, geometry: FaceGeometry, size: int, te
             principal.append(c)
         del rows
         if stream:
-            detail_side = ds.read_rows("detail", np.zeros(0, np.int64)).shape[-1]  # the shards' detp_size
+            detail_side = ds.field("detail")[1][-1]  # the shards' detp_size
             maps = {"image": PhotoCrops(photos, np.array(boxes, np.int64).reshape(-1, 3), size),
                     "texture": ShardTextures(ds, texture_size), "detail": ShardMaps(ds, "detail", detail_side)}
         else:
             maps = {"image": torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(),
                     "texture": _textures(cols["texture"], cols["texture_mask"], texture_size),
                     "detail": torch.from_numpy(cols["detail"].astype(np.float32))[:, None]}
-        return Faces(
+        faces = Faces(
             **maps, focal=torch.tensor(focal, dtype=torch.float32),
             principal=torch.tensor(principal, dtype=torch.float32),
             identity=cols["identity"], ids=cols["id"], kind=cols["kind"], size=size,
@@ -253,9 +212,9 @@ def load_faces(paths: Results, split: str, geometry: FaceGeometry, size: int, te
     except BaseException:
         ds.close()
         raise
-    finally:
-        if not stream:
-            ds.close()
+    if not stream:  # everything was read; a streamed split keeps its files open
+        ds.close()
+    return faces
 
 
 def as_float(images: torch.Tensor) -> torch.Tensor:

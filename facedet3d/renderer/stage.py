@@ -134,11 +134,6 @@ def make_phases(nets: dict, s: dict, geometry: FaceGeometry, pcpt) -> list[Phase
             Phase("R1", d_opt, r1_loss, every=s["r1_every"])]
 
 
-def devices(config: dict, stage: str = STAGE) -> int:
-    """Processes the stage trains on (above 1: data-parallel under torchrun)."""
-    return int(settings(config, stage)["devices"])
-
-
 def run(config: dict, stage: str = STAGE) -> dict:
     """Train, then measure on the test split; returns the summary (also written to summary.json).
 

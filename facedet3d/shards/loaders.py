@@ -176,12 +176,16 @@ class _ShardSet(Dataset):
         s = int(np.searchsorted(self.offsets, i, side="right") - 1)
         return s, i - int(self.offsets[s])
 
+    def field(self, name: str) -> tuple[np.dtype, tuple[int, ...], bool]:
+        """(dtype, row shape, whether text) of field ``name`` (the same in every shard)."""
+        if name not in self._meta:
+            raise UserError(f"{self.paths[0]} has no field {name}; available: {', '.join(sorted(self._meta))}")
+        return self._meta[name]
+
     def read(self, name: str) -> np.ndarray:
         """One field over the whole split (for small metadata: identity, aus, sequence, frame...),
         read shard by shard into one array."""
-        if name not in self._meta:
-            raise UserError(f"{self.paths[0]} has no field {name}; available: {', '.join(sorted(self._meta))}")
-        dtype, row_shape, text = self._meta[name]
+        dtype, row_shape, text = self.field(name)
         out = np.empty((len(self), *row_shape), object if text else dtype)
         for s in range(len(self.paths)):
             ds, lo, hi = self._file(s)[name], int(self.offsets[s]), int(self.offsets[s + 1])
@@ -198,9 +202,7 @@ class _ShardSet(Dataset):
 
         The indices are sorted and grouped per shard; each row is read straight into its slot.
         """
-        if name not in self._meta:
-            raise UserError(f"{self.paths[0]} has no field {name}; available: {', '.join(sorted(self._meta))}")
-        dtype, row_shape, text = self._meta[name]
+        dtype, row_shape, text = self.field(name)
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         n = len(self)
         idx = np.where(idx < 0, idx + n, idx)
@@ -261,6 +263,48 @@ def _is_pairs(indices) -> bool:
     return len(indices) > 0 and (isinstance(indices[0], (tuple, list)) or np.ndim(indices) == 2)
 
 
+def _indices(index, n: int) -> np.ndarray:
+    """Integer indices (int, array, tensor of any shape; a slice) as an int64 array, negatives counted
+    from the end; IndexError out of range."""
+    if isinstance(index, slice):
+        return np.arange(n)[index]
+    idx = np.asarray(index.cpu() if isinstance(index, torch.Tensor) else index)
+    if not np.issubdtype(idx.dtype, np.integer):
+        raise TypeError(f"a streamed split takes integer indices, not {idx.dtype}")
+    idx = idx.astype(np.int64)
+    if idx.size and (idx.min() < -n or idx.max() >= n):
+        raise IndexError(f"index out of range for {n} rows")
+    return np.where(idx < 0, idx + n, idx)
+
+
+class LazyRows:
+    """Rows of a split read on indexing, for splits too large to hold: ``self[idx]`` (integer indices
+    of any shape, or a slice) is a tensor (*idx.shape, *row), each distinct row read once, in
+    ascending order (repeats are copied). Subclasses say how to read rows (:meth:`rows`)."""
+
+    def __init__(self, n: int, row: tuple[int, ...]):
+        self.n, self.row = int(n), tuple(row)
+
+    def __len__(self) -> int:
+        return self.n
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.n, *self.row)
+
+    def rows(self, unique: np.ndarray) -> torch.Tensor:
+        """Rows ``unique`` (ascending, distinct) as one contiguous tensor (len(unique), *row)."""
+        raise NotImplementedError
+
+    def __getitem__(self, index) -> torch.Tensor:
+        idx = _indices(index, self.n)
+        unique, inverse = np.unique(idx.reshape(-1), return_inverse=True)
+        out = self.rows(unique)
+        if len(unique) != idx.size or not np.array_equal(unique, idx.reshape(-1)):
+            out = out[torch.from_numpy(inverse.reshape(-1))]
+        return out.reshape(*idx.shape, *self.row)
+
+
 class DetPDataset(_ShardSet):
     """DetP samples of one split: dicts {field: tensor or str}; index with an int or an (a, b) pair.
 
@@ -286,7 +330,7 @@ class DetPDataset(_ShardSet):
         indices = np.asarray(indices, dtype=np.int64).reshape(-1)
         out, n = {}, len(indices)
         for name in fields or self.fields:
-            dtype, row_shape, text = self._meta[name]
+            dtype, row_shape, text = self.field(name)
             if text:
                 out[name] = self.read_rows(name, indices).tolist()
             else:

@@ -67,7 +67,7 @@ def from_env() -> World:
 
 def needs_launch(devices: int) -> bool:
     """True when ``devices`` processes are asked for and this process was not started by torchrun."""
-    return int(devices) > 1 and "TORCHELASTIC_RUN_ID" not in os.environ and "WORLD_SIZE" not in os.environ
+    return int(devices) > 1 and "WORLD_SIZE" not in os.environ  # torchrun sets it in every process
 
 
 def launch(command: str, config_files: list[str], devices: int) -> None:
